@@ -1,0 +1,75 @@
+"""Versioned schema migrations: an ordered list, each applied once, recorded in `schema_version`.
+
+A new table or column is a new `Migration` appended to `MIGRATIONS`; released migrations are never
+edited. `migrate()` is safe to run from many processes at once: the version row's primary key
+makes a concurrent second application fail and retry from the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, insert, inspect, select
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from mshale_fl.store import schema
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _create(*tables: str) -> Callable[[Connection], None]:
+    def apply(connection: Connection) -> None:
+        for name in tables:
+            schema.metadata.tables[name].create(connection, checkfirst=True)
+
+    return apply
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "inbox", _create("inbox")),
+]
+
+
+def current_version(engine: Engine) -> int:
+    if not inspect(engine).has_table("schema_version"):
+        return 0
+    with engine.connect() as connection:
+        versions = connection.execute(select(schema.schema_version.c.version)).scalars().all()
+    return max(versions, default=0)
+
+
+def migrate(engine: Engine, migrations: list[Migration] | None = None) -> int:
+    """Bring the database to the newest version; returns that version."""
+    migrations = sorted(migrations or MIGRATIONS, key=lambda m: m.version)
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                schema.schema_version.create(connection, checkfirst=True)
+            break
+        except (IntegrityError, OperationalError, ProgrammingError):
+            if attempt == 4:
+                raise
+    for migration in migrations:
+        try:
+            with engine.begin() as connection:
+                applied = connection.execute(
+                    select(schema.schema_version.c.version).where(schema.schema_version.c.version == migration.version)
+                ).first()
+                if applied:
+                    continue
+                migration.apply(connection)
+                connection.execute(
+                    insert(schema.schema_version).values(
+                        version=migration.version, name=migration.name, applied_at=datetime.now(UTC)
+                    )
+                )
+        except IntegrityError:
+            continue  # another process applied it first
+    return current_version(engine)
