@@ -32,8 +32,17 @@ def _create(*tables: str) -> Callable[[Connection], None]:
     return apply
 
 
+def _create_ledger_tables(connection: Connection) -> None:
+    # Imported here: the ledger's tables register on the shared metadata when their module loads,
+    # and the store must not import the ledger package at start-up (the ledger imports the store).
+    from mshale_fl.ledger import tables as ledger_tables
+
+    _create(*ledger_tables.LEDGER_TABLES)(connection)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "inbox", _create("inbox")),
+    Migration(2, "ledger: partners, agreements, api keys, contributions, privacy budgets", _create_ledger_tables),
 ]
 
 

@@ -1,0 +1,108 @@
+"""Partner API keys: generated once, shown once, stored only as a slow salted hash.
+
+A key looks like `mshale_<key id>_<secret>`. The key id (16 hex characters) is not secret: it is
+stored in clear so verification finds the one row to check instead of hashing against every row.
+The hash is scrypt (memory-hard, so a stolen table costs an attacker memory as well as time per
+guess) with a per-key random salt; its parameters are stored with it so they can be raised later
+without invalidating existing keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from sqlalchemy import Connection, insert, select, update
+
+from mshale_fl.ledger._sql import now_utc
+from mshale_fl.ledger.tables import api_keys, partners
+
+KEY_PREFIX = "mshale"
+_KEY_PATTERN = re.compile(r"^mshale_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+_SCRYPT_DKLEN = 32
+ALGORITHM = f"scrypt$n={SCRYPT_N}$r={SCRYPT_R}$p={SCRYPT_P}"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly issued key. `api_key` is a SecretStr so a stray repr or log line cannot leak it."""
+
+    partner_id: str
+    key_id: str
+    api_key: SecretStr
+
+
+def generate_api_key() -> tuple[str, str]:
+    """(key id, full key); 256 bits of secret."""
+    key_id = secrets.token_hex(8)
+    return key_id, f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def key_id_of(api_key: str) -> str | None:
+    match = _KEY_PATTERN.match(api_key)
+    return match.group(1) if match else None
+
+
+def _parse_algorithm(algorithm: str) -> tuple[int, int, int]:
+    name, *params = algorithm.split("$")
+    if name != "scrypt":
+        raise ValueError(f"unknown API key hash algorithm {name!r}")
+    values = dict(param.split("=", 1) for param in params)
+    return int(values["n"]), int(values["r"]), int(values["p"])
+
+
+def hash_api_key(api_key: str, salt: bytes, algorithm: str = ALGORITHM) -> str:
+    n, r, p = _parse_algorithm(algorithm)
+    digest = hashlib.scrypt(
+        api_key.encode(), salt=salt, n=n, r=r, p=p, dklen=_SCRYPT_DKLEN, maxmem=256 * r * n + 1024 * 1024
+    )
+    return digest.hex()
+
+
+def issue_api_key(connection: Connection, partner_id: str) -> IssuedKey:
+    """Create and store (hashed) a new key for the partner; the only time the key is available."""
+    key_id, api_key = generate_api_key()
+    salt = secrets.token_bytes(16)
+    connection.execute(
+        insert(api_keys).values(
+            key_id=key_id,
+            partner_id=partner_id,
+            algorithm=ALGORITHM,
+            salt=salt.hex(),
+            key_hash=hash_api_key(api_key, salt),
+            created_at=now_utc(),
+        )
+    )
+    return IssuedKey(partner_id=partner_id, key_id=key_id, api_key=SecretStr(api_key))
+
+
+def verify_api_key(connection: Connection, api_key: str) -> str | None:
+    """The partner the key belongs to, if the key is valid, unrevoked and its partner active."""
+    key_id = key_id_of(api_key)
+    if key_id is None:
+        return None
+    row = connection.execute(
+        select(api_keys.c.partner_id, api_keys.c.algorithm, api_keys.c.salt, api_keys.c.key_hash)
+        .join(partners, partners.c.id == api_keys.c.partner_id)
+        .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None), partners.c.status == "active")
+    ).first()
+    if row is None:
+        return None
+    candidate = hash_api_key(api_key, bytes.fromhex(row.salt), row.algorithm)
+    return row.partner_id if hmac.compare_digest(candidate, row.key_hash) else None
+
+
+def revoke_api_keys(connection: Connection, partner_id: str) -> int:
+    return connection.execute(
+        update(api_keys)
+        .where(api_keys.c.partner_id == partner_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now_utc())
+    ).rowcount
