@@ -4,8 +4,9 @@ For each delivery, in this order:
 
 1. Parse with `parse_event`. A body that does not parse is *permanent* failure.
 2. `processor.process(event)` applies the effect and returns the events it caused. With
-   `InboxProcessor` the effect and the inbox row commit in one SQL transaction, so a redelivered
-   event has no second effect and gets the outputs recorded the first time (same event ids).
+   `InboxProcessor` (broker/inbox.py) the effect and the inbox row commit in one SQL transaction,
+   so a redelivered event has no second effect and gets the outputs recorded the first time
+   (same event ids).
 3. The outputs are published with confirms; only then is the delivery acked. A crash anywhere
    before the ack means redelivery, never loss; the inbox makes the redelivery harmless.
 
@@ -27,26 +28,36 @@ import asyncio
 import contextvars
 import signal
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from mshale_fl.broker.acks import AckBatcher
 from mshale_fl.broker.connection import connect
 from mshale_fl.broker.errors import PermanentError
+from mshale_fl.broker.inbox import InboxProcessor, SqlHandler
 from mshale_fl.broker.publisher import PERSISTENT, Publisher
 from mshale_fl.broker.topology import DEAD_LETTER_EXCHANGE, Role, declare_topology, get_role
 from mshale_fl.schemas.events import EventEnvelope, parse_event
 from pamqp.commands import Basic
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine
 
 from mshale_fl.config import Settings, get_settings
 from mshale_fl.logging import get_logger
-from mshale_fl.store.inbox import SqlInbox
 
 log = get_logger(__name__)
+
+__all__ = [
+    "ConsumerRuntime",
+    "ConsumerStats",
+    "Delivery",
+    "InboxProcessor",
+    "Processor",
+    "SqlHandler",
+    "current_delivery",
+    "run_worker",
+]
 
 REASON_HEADER = "x-mshale-reason"
 DETAIL_HEADER = "x-mshale-detail"
@@ -93,52 +104,6 @@ class Processor(Protocol):
     async def process(self, event: EventEnvelope[Any]) -> Sequence[EventEnvelope[Any]]: ...
 
 
-class SqlHandler(Protocol):
-    """The contract for SQL-backed handlers (validate, ledger, ...).
-
-    `handle` is synchronous and runs in a worker thread inside the inbox transaction: what it
-    writes through `connection` commits together with the inbox row, or not at all. Raise
-    `PermanentError(reason_code, message)` to refuse an event for good (it is dead-lettered).
-    """
-
-    consumer_name: str
-
-    def handle(self, event: EventEnvelope[Any], connection: Connection) -> Sequence[EventEnvelope[Any]]: ...
-
-
-class InboxProcessor:
-    """Adapts a `SqlHandler` to `Processor` through `SqlInbox`: each event's effect happens once.
-
-    Handlers run on a dedicated thread pool: one thread for SQLite (its writers serialise anyway,
-    and one thread keeps the effects in delivery order), `threads` (default 4) otherwise.
-    """
-
-    def __init__(self, handler: SqlHandler, engine: Engine, *, threads: int | None = None) -> None:
-        self.handler = handler
-        self.consumer_name = handler.consumer_name
-        self.inbox = SqlInbox(engine, handler.consumer_name)
-        if threads is None:
-            threads = 1 if engine.dialect.name == "sqlite" else 4
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"inbox-{self.consumer_name}")
-        self.replayed = 0
-        """Deliveries whose event had already been applied (their recorded outputs were returned)."""
-
-    async def process(self, event: EventEnvelope[Any]) -> Sequence[EventEnvelope[Any]]:
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        applied_now, outputs = await loop.run_in_executor(self._executor, context.run, self._apply, event)
-        if not applied_now:
-            self.replayed += 1
-            log.info("inbox.already_applied", consumer=self.consumer_name, event_id=str(event.event_id))
-        return outputs
-
-    def _apply(self, event: EventEnvelope[Any]) -> tuple[bool, list[EventEnvelope[Any]]]:
-        return self.inbox.apply_once(event.event_id, lambda connection: self.handler.handle(event, connection))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-
-
 # -- the runtime ---------------------------------------------------------------------------------
 
 
@@ -177,6 +142,7 @@ class ConsumerRuntime:
         self._consumer_tag: str | None = None
         self._stopping = False
         self._in_flight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
+        self._ack_batchers: dict[int, AckBatcher] = {}
 
     async def start(self) -> None:
         # Keep strong references to the channel and queue: a robust connection restores only
@@ -347,9 +313,19 @@ class ConsumerRuntime:
             await asyncio.sleep(delay)
         await self._settle(message, requeue=True)
 
+    def _batcher(self, message: AbstractIncomingMessage) -> AckBatcher:
+        channel = message.channel  # the AMQP channel that delivered it; raises if it is closed
+        batcher = self._ack_batchers.get(id(channel))
+        if batcher is None or batcher.channel is not channel:
+            for key in [key for key, old in self._ack_batchers.items() if old.channel.is_closed]:
+                del self._ack_batchers[key]
+            batcher = self._ack_batchers[id(channel)] = AckBatcher(channel)
+        return batcher
+
     async def _ack(self, message: AbstractIncomingMessage, *, count: bool = True) -> None:
         try:
-            await message.ack()
+            assert message.delivery_tag is not None
+            await self._batcher(message).ack(message.delivery_tag)
         except Exception as error:
             # The channel that delivered it is gone, so the broker has requeued it already.
             log.info("consumer.ack_lost", message_id=message.message_id, error=type(error).__name__)
@@ -361,8 +337,11 @@ class ConsumerRuntime:
         if message.processed:
             return
         try:
+            batcher = self._batcher(message)
             await message.nack(requeue=requeue)
             self.stats.requeued += 1
+            if message.delivery_tag is not None:
+                batcher.settled_elsewhere(message.delivery_tag)
         except Exception as error:
             log.info("consumer.nack_lost", message_id=message.message_id, error=type(error).__name__)
 

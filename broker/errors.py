@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from mshale_fl.errors import UserFacingError
+
 START_HINT = "start it with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`)"
 
 
@@ -27,7 +29,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-class BrokerError(Exception):
+class BrokerError(UserFacingError):
     """Base of every error raised by `mshale_fl.broker`; `str()` is one line for a person."""
 
 

@@ -1,7 +1,7 @@
 """`mshale-fl broker declare` and `mshale-fl events tail`: the broker topology and its history.
 
 Broker failures (RabbitMQ not running, wrong credentials, a queue declared with other arguments)
-are printed as one line on stderr with exit code 2, never as a traceback.
+are `UserFacingError`s: printed as one line on stderr with their exit code (2), never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from mshale_fl.config import get_settings
 broker_app = typer.Typer(help="The RabbitMQ topology (exchanges, quorum queues, the event stream).", no_args_is_help=True)
 events_app = typer.Typer(help="The event history kept in the stream mshale.events.log.", no_args_is_help=True)
 
-EXIT_BROKER_ERROR = 2
 
 
 # Callbacks make each app a command group even with a single command, so the commands keep their
@@ -43,7 +42,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except BrokerError as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BROKER_ERROR) from None
+        raise typer.Exit(error.exit_code) from None
 
 
 @broker_app.command("declare")

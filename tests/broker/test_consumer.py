@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import pytest
@@ -176,3 +177,29 @@ async def test_outputs_are_published_before_the_ack(connection, publisher, tmp_p
     assert await ready_count(connection, "mshale.ledger") == 20
     await runtime.stop(grace=2)
     await asyncio.sleep(0)
+
+
+async def test_coalesced_acks_never_cover_a_delivery_that_is_still_being_processed(connection, publisher) -> None:
+    # Deliveries finish out of order; an ack covering an unfinished one would lose it (acked,
+    # never processed). Every event must be processed, once, and the queue left empty.
+    class Jittery:
+        consumer_name = "jittery"
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        async def process(self, event):
+            await asyncio.sleep(random.choice((0, 0, 0.001, 0.004)))
+            self.seen.append(str(event.event_id))
+            return []
+
+    events = [sample_event("budget.low", seed=i) for i in range(400)]
+    await publisher.publish_many(events)
+    jittery = Jittery()
+    runtime = await _runtime(connection, publisher, "mshale.ledger", jittery)
+    await eventually(lambda: runtime.stats.acked == len(events))
+    frames = sum(batcher.frames for batcher in runtime._ack_batchers.values())
+    await runtime.stop(grace=2)
+    assert sorted(jittery.seen) == sorted(str(e.event_id) for e in events)
+    assert await ready_count(connection, "mshale.ledger") == 0
+    assert frames < len(events), "finished runs of deliveries are acked together"
