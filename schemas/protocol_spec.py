@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mshale_fl.schemas.common import FiniteFloat, Sha256Hex, StrictModel
 from mshale_fl.schemas.vocabulary import (
@@ -27,6 +27,7 @@ SPEC_SCHEMA_VERSION = 1
 MAX_STEPS = 500
 MAX_QUANTITIES_PER_STEP = 16
 MAX_CLASSES_PER_STEP = 16
+_CLASS_LIST = Field(max_length=MAX_CLASSES_PER_STEP, json_schema_extra={"uniqueItems": True})
 
 
 class Quantity(StrictModel):
@@ -54,16 +55,27 @@ class Quantity(StrictModel):
 
 
 class Step(StrictModel):
+    """One action of the protocol, in order, with what it uses; each class is listed at most once."""
+
     operation: Operation
     quantities: Annotated[list[Quantity], Field(max_length=MAX_QUANTITIES_PER_STEP)] = []
-    equipment: Annotated[list[EquipmentClass], Field(max_length=MAX_CLASSES_PER_STEP)] = []
-    labware: Annotated[list[LabwareClass], Field(max_length=MAX_CLASSES_PER_STEP)] = []
-    reagents: Annotated[list[ReagentClass], Field(max_length=MAX_CLASSES_PER_STEP)] = []
+    equipment: Annotated[list[EquipmentClass], _CLASS_LIST] = []
+    labware: Annotated[list[LabwareClass], _CLASS_LIST] = []
+    reagents: Annotated[list[ReagentClass], _CLASS_LIST] = []
+
+    @field_validator("equipment", "labware", "reagents")
+    @classmethod
+    def _unique(cls, members: list) -> list:
+        if len(set(members)) != len(members):
+            raise ValueError("a class is listed more than once")
+        return members
 
 
 class ProtocolSpec(StrictModel):
     spec_schema_version: Literal[1] = SPEC_SCHEMA_VERSION
-    content_hash: Sha256Hex = Field(description="Salted SHA-256 of the source text; the salt never leaves the partner")
+    content_hash: Sha256Hex = Field(
+        description="HMAC-SHA256 of the protocol's text keyed with the partner's secret salt; the salt never leaves"
+    )
     domain: Domain = Domain.OTHER
     organism: Organism = Organism.UNSPECIFIED
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]

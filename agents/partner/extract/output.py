@@ -1,0 +1,102 @@
+"""The extraction output folder: spec files, the manifest, atomic writes, and readers for them.
+
+    <output>/manifest.json                  every protocol: label, what may leave and why; unreadable files
+    <output>/specs/<source path>.spec.json  one ProtocolSpec per protocol (canonical JSON)
+
+Canonical JSON (sorted keys, no spaces, ASCII, one trailing newline) makes the same corpus give
+byte-identical files. Every file is written atomically: into a temporary file in the same folder,
+flushed and fsynced, then `os.replace`d over the target, so a crash, Ctrl-C or a failing
+serializer leaves either the previous file or the complete new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from mshale_fl.schemas.protocol_spec import ProtocolSpec
+
+MANIFEST_NAME = "manifest.json"
+SPECS_FOLDER = "specs"
+SPEC_SUFFIX = ".spec.json"
+MANIFEST_VERSION = 1
+
+
+def canonical_json(data: Any) -> bytes:
+    return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False) + "\n").encode()
+
+
+def spec_bytes(spec: ProtocolSpec) -> bytes:
+    return canonical_json(spec.model_dump(mode="json"))
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not every platform lets a directory be opened; the rename is still atomic
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def write_atomic(path: Path, content: bytes | Callable[[IO[bytes]], None]) -> None:
+    """Write `content` (bytes, or a function writing to a binary file) to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def spec_path(output: Path, source: str) -> Path:
+    """Where the spec of the protocol at `source` (relative to the corpus root) is written."""
+    return Path(output) / SPECS_FOLDER / f"{source}{SPEC_SUFFIX}"
+
+
+def read_spec(path: Path) -> ProtocolSpec:
+    """Parse and validate one spec file (strict: an unknown field or a free-text value is rejected)."""
+    return ProtocolSpec.model_validate_json(Path(path).read_bytes())
+
+
+def read_manifest(output: Path) -> dict[str, Any]:
+    """The manifest of an extraction output folder."""
+    path = Path(output) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: run `mshale-fl extract` first") from None
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise ValueError(f"{path} is not an extraction manifest of version {MANIFEST_VERSION}")
+    return manifest
+
+
+def remove_stale_specs(output: Path, keep: set[Path]) -> list[Path]:
+    """Delete spec files left by earlier runs for protocols that are gone, so none is sent by mistake."""
+    removed = []
+    folder = Path(output) / SPECS_FOLDER
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.rglob(f"*{SPEC_SUFFIX}")):
+        if path not in keep:
+            path.unlink()
+            removed.append(path)
+    return removed
