@@ -35,6 +35,12 @@ PROGRESS_THRESHOLD = 20  # files; shorter runs finish before a bar would help
 eval_app = typer.Typer(help="Measure extraction quality.", no_args_is_help=True)
 
 
+# A callback keeps `eval` a command group with its single command named `extract`, however it is mounted.
+@eval_app.callback()
+def _eval_group() -> None:
+    """Measure extraction quality."""
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)

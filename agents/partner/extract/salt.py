@@ -15,13 +15,15 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from mshale_fl.errors import UserFacingError
+
 SALT_BYTES = 32
 SALT_DIRECTORY = ".mshale"
 SALT_FILE = "salt"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class SaltError(ValueError):
+class SaltError(UserFacingError, ValueError):
     """The salt file exists but is not a salt; refusing to guess (hashes would change)."""
 
 

@@ -36,10 +36,12 @@ from mshale_fl.agents.partner.policy import Agreements
 from mshale_fl.schemas.vocabulary import Sensitivity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mshale_fl.errors import UserFacingError
+
 MOST_RESTRICTIVE = Sensitivity.FULL_IP
 
 
-class ConfigError(ValueError):
+class ConfigError(UserFacingError, ValueError):
     """The partner config cannot be used; the message says where and why."""
 
 
