@@ -33,18 +33,19 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from mshale_fl.broker.acks import AckBatcher
-from mshale_fl.broker.connection import connect
-from mshale_fl.broker.errors import PermanentError
-from mshale_fl.broker.inbox import InboxProcessor, SqlHandler
-from mshale_fl.broker.publisher import PERSISTENT, Publisher
-from mshale_fl.broker.topology import DEAD_LETTER_EXCHANGE, Role, declare_topology, get_role
-from mshale_fl.schemas.events import EventEnvelope, parse_event
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 from pydantic import ValidationError
 
+from mshale_fl.broker.acks import AckBatcher
+from mshale_fl.broker.connection import connect
+from mshale_fl.broker.errors import BrokerError, PermanentError
+from mshale_fl.broker.inbox import InboxProcessor, SqlHandler
+from mshale_fl.broker.publisher import PERSISTENT, Publisher
+from mshale_fl.broker.topology import DEAD_LETTER_EXCHANGE, Role, declare_topology, get_role
 from mshale_fl.config import Settings, get_settings
 from mshale_fl.logging import get_logger
+from mshale_fl.schemas.events import EventEnvelope, parse_event
 
 log = get_logger(__name__)
 
@@ -149,7 +150,10 @@ class ConsumerRuntime:
         # the objects still alive (it holds them weakly).
         self._channel = await self.connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._queue = await self._channel.get_queue(self.queue_name, ensure=True)
+        try:
+            self._queue = await self._channel.get_queue(self.queue_name, ensure=True)
+        except ChannelNotFoundEntity:
+            raise BrokerError(f"queue {self.queue_name} does not exist; run `mshale-fl broker declare` first") from None
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
         log.info("consumer.started", queue=self.queue_name, consumer=self.processor.consumer_name, prefetch=self.prefetch)
 

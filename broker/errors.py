@@ -12,6 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 from mshale_fl.errors import UserFacingError
 
 START_HINT = "start it with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`)"
+CREDENTIALS_HINT = "check the user name and password in MSHALE_BROKER_URL"
+VHOST_HINT = (
+    "check that the virtual host exists and the user may use it "
+    "(rabbitmqctl list_vhosts; rabbitmqctl list_permissions -p VHOST)"
+)
 
 
 def redact_url(url: str) -> str:
@@ -36,13 +41,10 @@ class BrokerError(UserFacingError):
 class BrokerUnavailableError(BrokerError):
     """RabbitMQ cannot be reached (refused, unresolvable, timed out) or refused our credentials."""
 
-    def __init__(self, url: str, cause: str, *, credentials: bool = False) -> None:
+    def __init__(self, url: str, cause: str, *, hint: str = START_HINT) -> None:
         self.url = redact_url(url)
         self.cause = cause
-        if credentials:
-            hint = "check the user name and password in MSHALE_BROKER_URL"
-        else:
-            hint = START_HINT
+        self.hint = hint
         super().__init__(f"cannot reach RabbitMQ at {self.url} ({cause}); {hint}")
 
 

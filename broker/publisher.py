@@ -34,6 +34,8 @@ from aiormq.exceptions import (
     DeliveryError,
     PublishError,
 )
+from pamqp.commands import Basic
+
 from mshale_fl.broker.connection import broker_user
 from mshale_fl.broker.errors import (
     BrokerError,
@@ -42,10 +44,8 @@ from mshale_fl.broker.errors import (
     UnroutableError,
 )
 from mshale_fl.broker.topology import EVENTS_EXCHANGE
-from mshale_fl.schemas.events import EventEnvelope
-from pamqp.commands import Basic
-
 from mshale_fl.logging import get_logger
+from mshale_fl.schemas.events import EventEnvelope
 
 log = get_logger(__name__)
 

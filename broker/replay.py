@@ -22,13 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from mshale_fl.broker.connection import connect
-from mshale_fl.broker.topology import EVENT_LOG_STREAM
-from mshale_fl.schemas.events import EventEnvelope, parse_event
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.exceptions import ChannelNotFoundEntity
 from pydantic import ValidationError
 
+from mshale_fl.broker.connection import connect
+from mshale_fl.broker.errors import BrokerError, redact_url
+from mshale_fl.broker.topology import EVENT_LOG_STREAM
 from mshale_fl.logging import get_logger
+from mshale_fl.schemas.events import EventEnvelope, parse_event
 
 log = get_logger(__name__)
 
@@ -75,7 +78,7 @@ async def tail_offset(connection: AbstractConnection, stream: str = EVENT_LOG_ST
     channel = await connection.channel(publisher_confirms=False)
     try:
         await channel.set_qos(prefetch_count=REPLAY_PREFETCH)
-        queue = await channel.get_queue(stream, ensure=True)
+        queue = await _stream(channel, stream)
         tag = await queue.consume(records.on_message, arguments={"x-stream-offset": "last"})
         await records.settle(first_wait=PROBE_WAIT, settle=PROBE_SETTLE)
         await queue.cancel(tag)
@@ -103,7 +106,7 @@ async def replay_records(
     channel = await connection.channel(publisher_confirms=False)
     try:
         await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(stream, ensure=True)
+        queue = await _stream(channel, stream)
         argument: Any = start
         tag = await queue.consume(inbox.put, arguments={"x-stream-offset": argument})
         while True:
@@ -147,8 +150,17 @@ async def replay_url(url: str, start: StartFrom = "first", **kwargs: Any) -> Asy
     try:
         async for record in replay_records(connection, start, **kwargs):
             yield record
+    except CONNECTION_EXCEPTIONS as error:
+        raise BrokerError(f"lost the connection to RabbitMQ at {redact_url(url)} while reading the stream ({error})") from None
     finally:
         await connection.close()
+
+
+async def _stream(channel: AbstractChannel, stream: str) -> AbstractQueue:
+    try:
+        return await channel.get_queue(stream, ensure=True)
+    except ChannelNotFoundEntity:
+        raise BrokerError(f"the stream {stream} does not exist here; run `mshale-fl broker declare` first") from None
 
 
 def _record(message: AbstractIncomingMessage) -> StreamRecord:

@@ -24,6 +24,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractConnection, ExchangeType
 from aiormq.exceptions import ChannelClosed, ChannelPreconditionFailed
+
 from mshale_fl.broker.errors import TopologyMismatchError
 from mshale_fl.schemas import EVENT_TYPES
 

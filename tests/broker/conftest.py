@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractRobustConnection
-from mshale_fl.broker import Publisher, connect, declare_topology
 
+from mshale_fl.broker import Publisher, connect, declare_topology
 from mshale_fl.config import Settings
 
 

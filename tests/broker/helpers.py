@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from mshale_fl.schemas.events import EventEnvelope
 from sqlalchemy import Connection, Engine, text
 
+from mshale_fl.schemas.events import EventEnvelope
 from mshale_fl.store import create_store_engine, migrate
 
 EFFECTS_DDL = "CREATE TABLE IF NOT EXISTS effects (event_id TEXT NOT NULL, type TEXT NOT NULL)"

@@ -6,16 +6,16 @@ import asyncio
 import json
 
 import pytest
-from mshale_fl.broker import BrokerUnavailableError, Publisher, connect, declare_topology, redact_url
 from typer.testing import CliRunner
 
+from mshale_fl.broker import BrokerUnavailableError, Publisher, connect, declare_topology, redact_url
 from mshale_fl.cli.broker_cmd import broker_app, events_app
 from mshale_fl.testing.samples import sample_event
 
 UNREACHABLE = "amqp://guest:s3cret@127.0.0.1:1/"
 
 
-async def test_an_unreachable_broker_is_one_clear_line_without_the_password() -> None:
+async def test_an_unreachable_broker_is_one_clear_line_without_the_password(capfd) -> None:
     with pytest.raises(BrokerUnavailableError) as caught:
         await connect(UNREACHABLE)
     message = str(caught.value)
@@ -23,6 +23,16 @@ async def test_an_unreachable_broker_is_one_clear_line_without_the_password() ->
     assert "amqp://guest:***@127.0.0.1:1/" in message
     assert "s3cret" not in message
     assert "rabbitmq-server -detached" in message
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # no library noise around the one line
+
+
+@pytest.mark.rabbitmq
+async def test_wrong_credentials_and_unknown_vhost_say_what_to_check(broker_url: str) -> None:
+    with pytest.raises(BrokerUnavailableError, match="check the user name and password"):
+        await connect(broker_url.replace("guest:guest@", "guest:wrong@"))
+    with pytest.raises(BrokerUnavailableError, match="virtual host 'no-such-vhost'.*rabbitmqctl list_vhosts"):
+        await connect(broker_url.rsplit("/", 1)[0] + "/no-such-vhost")
 
 
 def test_cli_prints_the_broker_error_as_one_line_and_exits_2() -> None:
@@ -87,3 +97,10 @@ async def test_declare_reports_a_mismatch_as_a_broker_error(broker_url: str) -> 
     assert result.exit_code == 2
     assert "already exists with different settings" in result.output
     assert "x-delivery-limit" in result.output
+
+
+@pytest.mark.rabbitmq
+def test_tail_before_declare_says_to_declare(broker_url: str) -> None:
+    result = CliRunner().invoke(events_app, ["tail", "--url", broker_url])
+    assert result.exit_code == 2
+    assert "run `mshale-fl broker declare` first" in result.output

@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 import pytest
+from pamqp.commands import Basic
+
 from mshale_fl.broker import (
     DEAD_LETTER_QUEUE,
     EVENTS_EXCHANGE,
@@ -22,8 +24,6 @@ from mshale_fl.broker import (
 from mshale_fl.schemas import EVENT_TYPES
 from mshale_fl.schemas.events import EventEnvelope, new_event
 from mshale_fl.schemas.payloads import SubmissionAccepted
-from pamqp.commands import Basic
-
 from mshale_fl.testing.samples import sample_event
 
 from .helpers import CountingHandler, RecordingProcessor, effect_counts, eventually, make_engine, ready_count, take

@@ -6,6 +6,8 @@ import asyncio
 import json
 
 import pytest
+from pamqp.commands import Basic
+
 from mshale_fl.broker import (
     EVENTS_EXCHANGE,
     UNROUTABLE_QUEUE,
@@ -13,8 +15,6 @@ from mshale_fl.broker import (
     PublishForbiddenError,
     UnroutableError,
 )
-from pamqp.commands import Basic
-
 from mshale_fl.testing.samples import sample_event
 
 from .helpers import ready_count, take

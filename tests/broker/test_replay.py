@@ -6,9 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from mshale_fl.broker import EVENTS_EXCHANGE, parse_start, replay, replay_records, tail_offset
 from pamqp.commands import Basic
 
+from mshale_fl.broker import EVENTS_EXCHANGE, parse_start, replay, replay_records, tail_offset
 from mshale_fl.testing.samples import sample_event
 
 pytestmark = pytest.mark.rabbitmq

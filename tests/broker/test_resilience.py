@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from mshale_fl.broker import ConsumerRuntime, InboxProcessor, Publisher, connect, declare_topology
 
+from mshale_fl.broker import ConsumerRuntime, InboxProcessor, Publisher, connect, declare_topology
 from mshale_fl.testing.samples import sample_event
 
 from .helpers import CountingHandler, close_vhost_connections, effect_counts, effect_ids, eventually, make_engine, ready_count

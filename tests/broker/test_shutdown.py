@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from mshale_fl.broker import ConsumerRuntime, InboxProcessor
 
+from mshale_fl.broker import ConsumerRuntime, InboxProcessor
 from mshale_fl.testing.samples import sample_event
 
 from .helpers import CountingHandler, effect_counts, eventually, make_engine, ready_count

@@ -6,6 +6,7 @@ import asyncio
 from urllib.parse import quote
 
 import pytest
+
 from mshale_fl.broker import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -21,7 +22,6 @@ from mshale_fl.broker import (
 )
 from mshale_fl.broker.topology import Role
 from mshale_fl.schemas import EVENT_TYPES
-
 from mshale_fl.testing.rabbitmq import management_client
 
 pytestmark = pytest.mark.rabbitmq
