@@ -20,4 +20,11 @@ for package, folder in PACKAGE_ROOTS.items():
     packages.append(package)
     packages.extend(f"{package}.{sub}" for sub in find_packages(folder))
 
-setup(packages=packages, package_dir=PACKAGE_ROOTS, package_data={"mshale_fl": ["py.typed"]})
+setup(
+    packages=packages,
+    package_dir=PACKAGE_ROOTS,
+    package_data={
+        "mshale_fl": ["py.typed"],
+        "mshale_fl.agents.partner.extract": ["data/*.json", "README.md"],
+    },
+)

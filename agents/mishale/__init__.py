@@ -1,0 +1,1 @@
+"""What runs at Mishale: the workers (validate, ledger, audit, predict) and the Flower ServerApp."""

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
+import click
 import typer
 
-from mshale_fl.cli import schema_cmd
+from mshale_fl.cli import broker_cmd, extract_cmd, partners_cmd, schema_cmd, worker_cmd
+from mshale_fl.config import get_settings
+from mshale_fl.errors import UserFacingError
 
 app = typer.Typer(
     name="mshale-fl",
@@ -13,8 +19,49 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+# Partner side
+app.command("extract")(extract_cmd.extract)
+
+# Mishale operators
+app.add_typer(partners_cmd.partners_app, name="partners")
+app.add_typer(partners_cmd.agreements_app, name="agreements")
+app.command("budget")(partners_cmd.budget)
+app.add_typer(broker_cmd.broker_app, name="broker")
+app.add_typer(broker_cmd.events_app, name="events")
+app.add_typer(worker_cmd.app, name="worker")
+
+# Contract and quality
 app.add_typer(schema_cmd.app, name="schema")
+app.add_typer(extract_cmd.eval_app, name="eval")
 
 
 def main() -> None:
-    app()
+    """Entry point of `mshale-fl`: user-facing errors become one line and an exit code, not a traceback."""
+    _quiet_transport_loggers()
+    try:
+        result = app(standalone_mode=False)
+    except UserFacingError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(error.exit_code)
+    except click.ClickException as error:  # usage errors: click's own message and exit code
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _quiet_transport_loggers() -> None:
+    """aiormq logs every failed connect attempt; our BrokerUnavailableError already says it once."""
+    if get_settings().log_level.upper() != "DEBUG":
+        for name in ("aiormq", "aio_pika"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+

@@ -1,0 +1,3 @@
+from mshale_fl.cli import main
+
+main()
