@@ -8,7 +8,7 @@ import sys
 import click
 import typer
 
-from mshale_fl.cli import broker_cmd, extract_cmd, partners_cmd, schema_cmd, worker_cmd
+from mshale_fl.cli import audit_cmd, broker_cmd, extract_cmd, partners_cmd, schema_cmd, worker_cmd
 from mshale_fl.config import get_settings
 from mshale_fl.errors import UserFacingError
 
@@ -30,6 +30,9 @@ app.command("budget")(partners_cmd.budget)
 app.add_typer(broker_cmd.broker_app, name="broker")
 app.add_typer(broker_cmd.events_app, name="events")
 app.add_typer(worker_cmd.app, name="worker")
+
+# Auditors
+app.add_typer(audit_cmd.app, name="audit")
 
 # Contract and quality
 app.add_typer(schema_cmd.app, name="schema")
