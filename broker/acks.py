@@ -15,6 +15,7 @@ that was not processed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiormq.abc import AbstractChannel
 
@@ -29,14 +30,33 @@ class AckBatcher:
         self._ready: set[int] = set()
         self._settled: set[int] = set()
         self._flush: asyncio.Future[None] | None = None
+        """The send that will still pick up new acks (it has not run yet)."""
+        self._sending: set[asyncio.Future[None]] = set()
         self.frames = 0
+        self.on_lost: Callable[[BaseException], None] | None = None
+        """Called when acks could not be written: the channel is gone and the broker requeued
+        those deliveries (the inbox makes their redelivery harmless)."""
 
-    async def ack(self, tag: int) -> None:
-        """Ack `tag`, possibly together with others; returns once the covering frame is written."""
+    def ack(self, tag: int) -> None:
+        """Ack `tag` soon, possibly together with others finishing in the same loop turn."""
         self._ready.add(tag)
         if self._flush is None:
             self._flush = asyncio.ensure_future(self._send())
-        await asyncio.shield(self._flush)
+            self._sending.add(self._flush)
+            self._flush.add_done_callback(self._sent)
+
+    async def wait_sent(self) -> None:
+        """Wait until every ack requested so far is written (or failed with its channel)."""
+        while self._sending:
+            await asyncio.wait(set(self._sending))
+
+    def _sent(self, flush: asyncio.Future[None]) -> None:
+        self._sending.discard(flush)
+        if flush.cancelled():
+            return
+        error = flush.exception()
+        if error is not None and self.on_lost is not None:
+            self.on_lost(error)
 
     def settled_elsewhere(self, tag: int) -> None:
         """`tag` was nacked (or rejected) and that frame is written."""

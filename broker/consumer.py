@@ -177,6 +177,8 @@ class ConsumerRuntime:
             if unfinished:
                 await asyncio.wait(unfinished, timeout=1)
                 log.warning("consumer.requeued_on_shutdown", queue=self.queue_name, count=len(unfinished))
+        for batcher in list(self._ack_batchers.values()):
+            await batcher.wait_sent()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         log.info("consumer.stopped", queue=self.queue_name, **self.stats.__dict__)
@@ -248,7 +250,7 @@ class ConsumerRuntime:
                 log.warning("consumer.outputs_unpublished", event_id=str(event.event_id), error=str(error))
                 await self._settle(message, requeue=True)
                 return
-        await self._ack(message)
+        self._ack(message)
 
     async def _publish_outputs(self, outputs: Sequence[EventEnvelope[Any]]) -> None:
         if len(outputs) == 1:
@@ -301,7 +303,7 @@ class ConsumerRuntime:
             await self._settle(message, requeue=True)
             return
         self.stats.dead_lettered += 1
-        await self._ack(message, count=False)
+        self._ack(message, count=False)
 
     async def _retry_later(self, message: AbstractIncomingMessage, error: Exception, delivery_count: int) -> None:
         delay = min(self.retry_delay * (2**delivery_count), self.retry_delay_max) if self.retry_delay else 0.0
@@ -324,16 +326,24 @@ class ConsumerRuntime:
             for key in [key for key, old in self._ack_batchers.items() if old.channel.is_closed]:
                 del self._ack_batchers[key]
             batcher = self._ack_batchers[id(channel)] = AckBatcher(channel)
+            batcher.on_lost = self._acks_lost
         return batcher
 
-    async def _ack(self, message: AbstractIncomingMessage, *, count: bool = True) -> None:
+    def _acks_lost(self, error: BaseException) -> None:
+        # The channel went away before the acks were written: the broker requeues those deliveries
+        # and the inbox answers their redelivery without a second effect.
+        log.info("consumer.acks_lost", queue=self.queue_name, error=type(error).__name__)
+
+    def _ack(self, message: AbstractIncomingMessage, *, count: bool = True) -> None:
+        """Ack soon (coalesced, see acks.py); nothing waits for the frame but `stop()`."""
         try:
-            assert message.delivery_tag is not None
-            await self._batcher(message).ack(message.delivery_tag)
+            batcher = self._batcher(message)
         except Exception as error:
             # The channel that delivered it is gone, so the broker has requeued it already.
             log.info("consumer.ack_lost", message_id=message.message_id, error=type(error).__name__)
             return
+        assert message.delivery_tag is not None
+        batcher.ack(message.delivery_tag)
         if count:
             self.stats.acked += 1
 

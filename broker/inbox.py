@@ -109,6 +109,7 @@ class InboxProcessor:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)  # let the deliveries that arrived in this loop turn join the batch
         while self._waiting:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             items = [(event, context) for event, _, context in batch]
