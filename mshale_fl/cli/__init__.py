@@ -8,7 +8,7 @@ import sys
 import click
 import typer
 
-from mshale_fl.cli import audit_cmd, broker_cmd, extract_cmd, partners_cmd, schema_cmd, worker_cmd
+from mshale_fl.cli import audit_cmd, broker_cmd, demo_cmd, extract_cmd, partners_cmd, schema_cmd, worker_cmd
 from mshale_fl.config import get_settings
 from mshale_fl.errors import UserFacingError
 
@@ -19,6 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+# The main job
+app.command("demo")(demo_cmd.demo)
 
 # Partner side
 app.command("extract")(extract_cmd.extract)

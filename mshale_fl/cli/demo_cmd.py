@@ -1,0 +1,29 @@
+"""`mshale-fl demo`: the README's main job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from mshale_fl.config import get_settings
+
+
+def demo(
+    home: Path = typer.Option(None, "--home", help="State folder for the demo (default: MSHALE_HOME/demo); wiped first"),
+    keep_running: bool = typer.Option(False, "--keep-running", help="Leave the workers up afterwards (for the console)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+) -> None:
+    """Run a small federation locally: partners, extraction, submissions, workers, audit verification."""
+    from mshale_fl.demo.runner import Demo, print_summary
+
+    console = Console(stderr=as_json)
+    report = Demo(home or get_settings().home / "demo", console, keep_running=keep_running).run()
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), sort_keys=True))
+    else:
+        print_summary(report, console)
+    if not report.audit.get("ok"):
+        raise typer.Exit(1)

@@ -1,0 +1,237 @@
+"""The demo: a small federation on the local RabbitMQ, with the embedded defaults.
+
+Everything a partner or an operator would type is run as the real command (`mshale-fl extract`,
+`submit`, `worker ...`, `audit verify`) in child processes, so the demo shows the product, not a
+simulation of it. Each run gets a fresh RabbitMQ vhost and a fresh state folder, so it can run
+again and again; `--keep-running` leaves the workers up afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from rich.console import Console
+from rich.table import Table
+
+from mshale_fl.demo.processes import ProcessGroup
+from mshale_fl.errors import UserFacingError
+from mshale_fl.testing.rabbitmq import MANAGEMENT_URL, amqp_url, management_client
+
+DEMO_VHOST = "mshale-demo"
+EXAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "lab-protocols"
+WORKER_ROLES = ("validate", "ledger", "audit")
+
+
+@dataclass(frozen=True)
+class DemoPartner:
+    partner_id: str
+    tier: int
+    agreements: tuple[str, ...]
+
+
+PARTNERS = (
+    DemoPartner("lab-alpha", 1, ()),
+    DemoPartner("lab-beta", 2, ("dpa",)),
+    DemoPartner("lab-gamma", 3, ("dpa", "training")),
+)
+
+
+class DemoFailed(UserFacingError):
+    """A demo step failed; the message names the step and where its log is."""
+
+
+@dataclass
+class DemoReport:
+    partners: list[dict[str, Any]] = field(default_factory=list)
+    receipts: list[dict[str, Any]] = field(default_factory=list)
+    events_on_stream: int = 0
+    audit: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "partners": self.partners,
+            "receipts": self.receipts,
+            "events_on_stream": self.events_on_stream,
+            "audit": self.audit,
+            "replay": self.replay,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+class Demo:
+    def __init__(self, home: Path, console: Console, *, keep_running: bool = False) -> None:
+        self.home = home.resolve()
+        self.console = console
+        self.keep_running = keep_running
+        self.broker_url = amqp_url(DEMO_VHOST)
+        self.env = {
+            "MSHALE_HOME": str(self.home / "mishale"),
+            "MSHALE_BROKER_URL": self.broker_url,
+            "MSHALE_LEDGER_URL": f"sqlite:///{self.home / 'mishale' / 'ledger.sqlite3'}",
+            "MSHALE_AUDIT_ORIGIN": "demo.mshale.local/audit",
+            "MSHALE_LOG_LEVEL": "INFO",
+        }
+        self.report = DemoReport()
+
+    # -- orchestration -----------------------------------------------------------------------
+
+    def run(self) -> DemoReport:
+        started = time.monotonic()
+        self._fresh_state()
+        workers = ProcessGroup(self.env, self.home / "logs")
+        try:
+            self._step("declare the broker topology", lambda: self._cli("broker", "declare"))
+            self._step("create the audit log's signing key", lambda: self._cli("audit", "keygen"))
+            self._step(f"start the Mishale workers ({', '.join(WORKER_ROLES)})", lambda: self._start(workers))
+            keys: dict[str, str] = {}
+            self._step("register three partners with different tiers", lambda: keys.update(self._register()))
+            for partner in PARTNERS:
+                self._step(
+                    f"{partner.partner_id}: extract its corpus locally",
+                    lambda partner=partner: self._extract(partner),
+                )
+            self._step("lab-alpha: submit its Tier 1 specs", lambda: self._submit("lab-alpha", keys["lab-alpha"]))
+            self._check_workers(workers)
+        finally:
+            if not self.keep_running:
+                codes = workers.stop()
+                unclean = {name: code for name, code in codes.items() if code != 0}
+                if unclean:
+                    self.console.print(f"[yellow]workers that did not stop cleanly: {unclean}[/]")
+        self._step("verify the audit log", self._verify_audit)
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _step(self, title: str, action: Callable[[], object]) -> None:
+        with self.console.status(f"{title} ..."):
+            step_started = time.monotonic()
+            action()
+        self.console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - step_started:.1f} s)[/]")
+
+    def _fresh_state(self) -> None:
+        if self.home.exists():
+            shutil.rmtree(self.home)
+        (self.home / "mishale").mkdir(parents=True)
+        path = quote(DEMO_VHOST, safe="")
+        try:
+            with management_client() as client:
+                client.delete(f"/api/vhosts/{path}")
+                client.put(f"/api/vhosts/{path}").raise_for_status()
+                client.put(
+                    f"/api/permissions/{path}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
+                ).raise_for_status()
+        except Exception as error:
+            raise DemoFailed(
+                f"cannot prepare the RabbitMQ vhost {DEMO_VHOST!r} through the management API at {MANAGEMENT_URL} "
+                f"({error}); start RabbitMQ with `rabbitmq-server -detached` and enable the plugin with "
+                "`rabbitmq-plugins enable rabbitmq_management`"
+            ) from None
+
+    def _start(self, workers: ProcessGroup) -> None:
+        for role in WORKER_ROLES:
+            workers.start(f"worker-{role}", "worker", role)
+        time.sleep(1.0)
+        self._check_workers(workers)
+
+    def _check_workers(self, workers: ProcessGroup) -> None:
+        for child in workers.failed():
+            raise DemoFailed(f"{child.name} exited with {child.process.returncode}; its log:\n{child.tail()}")
+
+    # -- partner and operator actions --------------------------------------------------------
+
+    def _register(self) -> dict[str, str]:
+        until = (date.today() + timedelta(days=365)).isoformat()
+        keys: dict[str, str] = {}
+        for partner in PARTNERS:
+            args = ["partners", "add", partner.partner_id, "--tier", str(partner.tier), "--json"]
+            if "dpa" in partner.agreements:
+                args += ["--dpa-until", until, "--dpa-attorney-reviewed"]
+            if "training" in partner.agreements:
+                args += ["--training-until", until]
+            result = json.loads(self._cli(*args))
+            keys[partner.partner_id] = result["api_key"]
+            self.report.partners.append(
+                {"partner_id": partner.partner_id, "tier": partner.tier, "agreements": list(partner.agreements)}
+            )
+        return keys
+
+    def _partner_dir(self, partner_id: str) -> Path:
+        return self.home / "partners" / partner_id
+
+    def _extract(self, partner: DemoPartner) -> None:
+        corpus = self._partner_dir(partner.partner_id) / "lab-protocols"
+        shutil.copytree(EXAMPLE_CORPUS, corpus)
+        self._cli(
+            "extract", "--tier", str(min(partner.tier, 2)), "--corpus", str(corpus),
+            "--output", str(self._partner_dir(partner.partner_id) / "specs"),
+            partner_home=partner.partner_id,
+        )  # fmt: skip
+
+    def _submit(self, partner_id: str, api_key: str) -> None:
+        output = self._cli(
+            "submit", "--specs", str(self._partner_dir(partner_id) / "specs"), "--json",
+            partner_home=partner_id, extra_env={"MSHALE_API_KEY": api_key},
+        )  # fmt: skip
+        receipts = json.loads(output)
+        self.report.receipts.extend(receipts.get("receipts", []))
+
+    def _verify_audit(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "mshale_fl.cli", "audit", "verify", "--json"],
+            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode not in (0, 1):
+            raise DemoFailed(f"`mshale-fl audit verify` failed: {result.stderr.strip() or result.stdout.strip()}")
+        self.report.audit = json.loads(result.stdout)
+
+    def _cli(
+        self, *args: str, partner_home: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> str:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        if partner_home is not None:
+            env["MSHALE_HOME"] = str(self._partner_dir(partner_home) / ".mshale")
+            env.pop("MSHALE_LEDGER_URL", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "mshale_fl.cli", *args], env=env, capture_output=True, text=True, timeout=600
+        )
+        if result.returncode != 0:
+            raise DemoFailed(
+                f"`mshale-fl {' '.join(args[:2])}` exited with {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-2000:]}"
+            )
+        return result.stdout
+
+
+def print_summary(report: DemoReport, console: Console) -> None:
+    partners = Table("partner", "tier", "agreements", title="Partners")
+    for partner in report.partners:
+        partners.add_row(partner["partner_id"], str(partner["tier"]), ", ".join(partner["agreements"]) or "-")
+    console.print(partners)
+    receipts = Table("partner", "protocol", "result", "reasons", title="Submissions")
+    for receipt in report.receipts:
+        receipts.add_row(
+            str(receipt.get("partner_id", "")),
+            str(receipt.get("source", receipt.get("content_hash", ""))[:40]),
+            str(receipt.get("status", "")),
+            "; ".join(reason.get("code", "") for reason in receipt.get("reasons", [])) or "-",
+        )
+    console.print(receipts)
+    audit = report.audit
+    console.print(
+        f"Audit log: {audit.get('verified_size', '?')} entries, root {str(audit.get('root_hash', '?'))[:16]}..., "
+        f"verified: {'yes' if audit.get('ok') else 'NO'}"
+    )
+    console.print(f"Finished in {report.seconds:.1f} s")
