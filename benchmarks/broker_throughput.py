@@ -211,19 +211,22 @@ def median(values: list[float]) -> float:
 
 
 def report(n: int, settings: Settings, fw: list[Rates], rw: list[Rates], info: dict[str, str], load: tuple[str, str]) -> str:
+    # Each round runs the two sides back to back, so a round's ratio compares runs made under the
+    # same background load; the headline is the median of those per-round ratios.
     def rate_row(name: str, metric: str) -> str:
         f = [getattr(r, metric) for r in fw]
         r = [getattr(x, metric) for x in rw]
         ratios = [a / b for a, b in zip(f, r, strict=True)]
         return (
-            f"| {name} | {median(f):,.0f} | {median(r):,.0f} | **{median(f) / median(r):.2f}** "
+            f"| {name} | {median(f):,.0f} | {median(r):,.0f} | **{median(ratios):.2f}** "
             f"| {min(ratios):.2f}–{max(ratios):.2f} |"
         )
 
     def cpu_row(name: str, metric: str) -> str:
-        f = median([getattr(r, metric) for r in fw])
-        r = median([getattr(x, metric) for x in rw])
-        return f"| {name} | {f:,.0f} | {r:,.0f} | {f / r:.2f} | |"
+        f = [getattr(r, metric) for r in fw]
+        r = [getattr(x, metric) for x in rw]
+        ratios = [a / b for a, b in zip(f, r, strict=True)]
+        return f"| {name} | {median(f):,.0f} | {median(r):,.0f} | {median(ratios):.2f} | {min(ratios):.2f}–{max(ratios):.2f} |"
 
     return "\n".join(
         [
@@ -231,12 +234,12 @@ def report(n: int, settings: Settings, fw: list[Rates], rw: list[Rates], info: d
             "",
             f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM; RabbitMQ {info['rabbitmq']} on the same "
             f"machine; Python {info['python']}, aio-pika {info['aio-pika']}. Load average before/after: {load[0]} / {load[1]} "
-            "(the broker and the CPUs are shared with other work, so single runs vary; medians of interleaved rounds).",
+            "(the broker and the CPUs are shared with other work, so single runs vary: rounds alternate the two sides).",
             f"{n:,} `{EVENT_TYPE}` events per round, {len(fw)} rounds per side, framework and raw alternating; events go to "
             f"`mshale.events` (routed to 2 quorum queues and the stream), publish window {settings.publish_window}, "
             f"prefetch {settings.prefetch}; consumer on `{QUEUE}`; framework inbox on a SQLite file (WAL), no-op handler.",
             "",
-            "| median | framework | raw aio-pika | framework/raw | per-round ratio |",
+            "| median | framework | raw aio-pika | framework/raw (median of rounds) | range over rounds |",
             "|---|---:|---:|---:|---:|",
             rate_row("publish, events/s (confirmed)", "publish_rate"),
             rate_row("consume, events/s (fw: parse + inbox txn + ack; raw: ack)", "consume_rate"),
@@ -291,7 +294,7 @@ def load_average() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per side, interleaved (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per side, interleaved (median reported)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args(argv)
     configure_logging("WARNING")
