@@ -8,9 +8,7 @@ from mshale_fl.broker.consumer import (
     ConsumerRuntime,
     ConsumerStats,
     Delivery,
-    InboxProcessor,
     Processor,
-    SqlHandler,
     current_delivery,
     run_worker,
 )
@@ -24,6 +22,7 @@ from mshale_fl.broker.errors import (
     UnroutableError,
     redact_url,
 )
+from mshale_fl.broker.inbox import InboxProcessor, SqlHandler
 from mshale_fl.broker.publisher import Publisher
 from mshale_fl.broker.replay import StreamRecord, parse_start, replay, replay_records, tail_offset
 from mshale_fl.broker.topology import (

@@ -399,7 +399,8 @@ async def run_worker(
     Declares the topology (idempotent), consumes the role's queue with `processor`, publishes the
     outputs with confirms. On a signal: stop consuming, finish in-flight deliveries for up to
     `shutdown_grace` seconds, requeue what is left, close. Raises `BrokerUnavailableError` if
-    RabbitMQ cannot be reached at start.
+    RabbitMQ cannot be reached at start. The caller owns `processor` (close an `InboxProcessor`
+    after this returns). Returns the runtime's counters.
     """
     settings = settings or get_settings()
     role = get_role(role) if isinstance(role, str) else role

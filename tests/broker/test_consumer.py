@@ -203,3 +203,23 @@ async def test_coalesced_acks_never_cover_a_delivery_that_is_still_being_process
     assert sorted(jittery.seen) == sorted(str(e.event_id) for e in events)
     assert await ready_count(connection, "mshale.ledger") == 0
     assert frames < len(events), "finished runs of deliveries are acked together"
+
+
+async def test_sql_handlers_see_the_verified_sender_of_the_delivery(connection, publisher, tmp_path) -> None:
+    engine = make_engine(tmp_path / "ledger.sqlite3")
+    seen = []
+
+    class Identifying(CountingHandler):
+        def handle(self, event, connection):
+            seen.append(current_delivery())
+            return super().handle(event, connection)
+
+    runtime = await _runtime(connection, publisher, "mshale.ledger", InboxProcessor(Identifying(), engine))
+    await publisher.publish(sample_event("budget.low", partner_id="lab-e"))
+    await eventually(lambda: runtime.stats.acked == 1)
+    await runtime.stop(grace=2)
+    (delivery,) = seen
+    assert delivery.user_id == "guest"  # checked by RabbitMQ against the publishing connection
+    assert delivery.routing_key == "lab-e.budget.low"
+    assert delivery.queue == "mshale.ledger"
+    assert (delivery.redelivered, delivery.delivery_count) == (False, 0)
