@@ -426,7 +426,10 @@ async def run_worker(
         await stop.wait()
         log.info("worker.stopping", role=role.name, in_flight=runtime.in_flight)
         await runtime.stop(grace=shutdown_grace)
-        await asyncio.wait_for(publisher.wait_idle(), timeout=shutdown_grace)
+        try:
+            await asyncio.wait_for(publisher.wait_idle(), timeout=shutdown_grace)
+        except TimeoutError:  # their deliveries were requeued unacked: the outputs go out again
+            log.warning("worker.outputs_unconfirmed_at_exit", role=role.name)
         await publisher.close()
         return runtime.stats
     finally:
