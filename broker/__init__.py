@@ -34,6 +34,7 @@ from mshale_fl.broker.topology import (
     UNROUTABLE_EXCHANGE,
     UNROUTABLE_QUEUE,
     Role,
+    declare_configured_topology,
     declare_topology,
     get_role,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "broker_user",
     "connect",
     "current_delivery",
+    "declare_configured_topology",
     "declare_topology",
     "get_role",
     "parse_start",

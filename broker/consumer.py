@@ -42,7 +42,7 @@ from mshale_fl.broker.connection import connect
 from mshale_fl.broker.errors import BrokerError, PermanentError
 from mshale_fl.broker.inbox import InboxProcessor, SqlHandler
 from mshale_fl.broker.publisher import PERSISTENT, Publisher
-from mshale_fl.broker.topology import DEAD_LETTER_EXCHANGE, Role, declare_topology, get_role
+from mshale_fl.broker.topology import DEAD_LETTER_EXCHANGE, Role, declare_configured_topology, get_role
 from mshale_fl.config import Settings, get_settings
 from mshale_fl.logging import get_logger
 from mshale_fl.schemas.events import EventEnvelope, parse_event
@@ -410,7 +410,7 @@ async def run_worker(
     installed: list[signal.Signals] = []
     try:
         if declare:
-            await declare_topology(connection, delivery_limit=settings.delivery_limit)
+            await declare_configured_topology(connection, settings)
         publisher = await Publisher.open(connection, window=settings.publish_window)
         runtime = ConsumerRuntime(
             connection, role.queue, processor, publisher=publisher, prefetch=settings.prefetch, retry_delay=retry_delay

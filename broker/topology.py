@@ -25,6 +25,7 @@ from typing import Any
 from aio_pika.abc import AbstractConnection, ExchangeType
 from aiormq.exceptions import ChannelClosed, ChannelPreconditionFailed
 
+from mshale_fl.config import Settings
 from mshale_fl.broker.errors import TopologyMismatchError
 from mshale_fl.schemas import EVENT_TYPES
 
@@ -234,3 +235,13 @@ __all__ = [
     "role_queue_arguments",
     "stream_arguments",
 ]
+
+
+async def declare_configured_topology(connection: AbstractConnection, settings: Settings) -> DeclaredTopology:
+    """`declare_topology` with the deployment's settings (delivery limit, stream retention)."""
+    return await declare_topology(
+        connection,
+        delivery_limit=settings.delivery_limit,
+        stream_max_age=settings.stream_max_age,
+        stream_max_length_bytes=settings.stream_max_length_bytes,
+    )

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     prefetch: int = Field(default=64, ge=1, le=10_000)
     publish_window: int = Field(default=256, ge=1, le=100_000, description="Unconfirmed publishes in flight")
     delivery_limit: int = Field(default=5, ge=1, le=1_000)
+    stream_max_age: str = Field(
+        default="365D", pattern=r"^[0-9]+[YMDhms]$", description="Retention of mshale.events.log (x-max-age)"
+    )
+    stream_max_length_bytes: int = Field(default=50 * 1024**3, ge=1, description="Size cap of mshale.events.log")
     log_level: str = "INFO"
 
     @property

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 import typer
 
-from mshale_fl.cli import audit_cmd, broker_cmd, demo_cmd, extract_cmd, partners_cmd, schema_cmd, worker_cmd
-from mshale_fl.config import get_settings
+from mshale_fl.cli import audit_cmd, broker_cmd, demo_cmd, extract_cmd, inspect_cmd, partners_cmd, schema_cmd, submit_cmd, worker_cmd
 from mshale_fl.errors import UserFacingError
 
 app = typer.Typer(
@@ -25,6 +23,8 @@ app.command("demo")(demo_cmd.demo)
 
 # Partner side
 app.command("extract")(extract_cmd.extract)
+app.command("inspect")(inspect_cmd.inspect)
+app.command("submit")(submit_cmd.submit)
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")
@@ -44,7 +44,6 @@ app.add_typer(extract_cmd.eval_app, name="eval")
 
 def main() -> None:
     """Entry point of `mshale-fl`: user-facing errors become one line and an exit code, not a traceback."""
-    _quiet_transport_loggers()
     try:
         result = app(standalone_mode=False)
     except UserFacingError as error:
@@ -63,11 +62,4 @@ def main() -> None:
         sys.exit(130)
     # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
     sys.exit(result if isinstance(result, int) else 0)
-
-
-def _quiet_transport_loggers() -> None:
-    """aiormq logs every failed connect attempt; our BrokerUnavailableError already says it once."""
-    if get_settings().log_level.upper() != "DEBUG":
-        for name in ("aiormq", "aio_pika"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
 

@@ -16,7 +16,7 @@ import typer
 from mshale_fl.broker.connection import connect
 from mshale_fl.broker.errors import BrokerError, redact_url
 from mshale_fl.broker.replay import StreamRecord, parse_start, replay_url
-from mshale_fl.broker.topology import declare_topology
+from mshale_fl.broker.topology import declare_configured_topology
 from mshale_fl.config import get_settings
 
 broker_app = typer.Typer(help="The RabbitMQ topology (exchanges, quorum queues, the event stream).", no_args_is_help=True)
@@ -56,13 +56,28 @@ def declare(
     async def main() -> None:
         connection = await connect(broker_url, robust=False, name="mshale-fl broker declare")
         try:
-            declared = await declare_topology(connection, delivery_limit=settings.delivery_limit)
+            declared = await declare_configured_topology(connection, settings)
         finally:
             await connection.close()
         typer.echo(
             f"declared {len(declared.exchanges)} exchanges, {len(declared.queues)} queues "
             f"({', '.join(declared.queues)}) and {declared.bindings} bindings on {redact_url(broker_url)}"
         )
+
+    _run(main())
+
+
+@broker_app.command("ping")
+def ping(
+    url: str = typer.Option(None, "--url", help="AMQP URL (default: MSHALE_BROKER_URL)", show_default=False),
+) -> None:
+    """Connect to RabbitMQ and disconnect: exit 0 when reachable (used by health checks)."""
+    broker_url = url or get_settings().broker_url
+
+    async def main() -> None:
+        connection = await connect(broker_url, robust=False, name="mshale-fl broker ping")
+        await connection.close()
+        typer.echo(f"ok: {redact_url(broker_url)}")
 
     _run(main())
 

@@ -48,3 +48,14 @@ def test_rabbitmq_image_supports_quorum_queues_and_streams(compose: dict) -> Non
     image = compose["services"]["rabbitmq"]["image"]
     major, minor = (int(part) for part in image.split(":")[1].split("-")[0].split(".")[:2])
     assert (major, minor) >= (3, 9), "streams need RabbitMQ 3.9+"
+
+
+def test_worker_health_check_command_exists(compose: dict) -> None:
+    from typer.testing import CliRunner
+
+    from mshale_fl.cli import app
+
+    command = compose["services"]["worker-ledger"]["healthcheck"]["test"]
+    assert command[:2] == ["CMD", "mshale-fl"]
+    result = CliRunner().invoke(app, [*command[2:], "--help"])
+    assert result.exit_code == 0, result.output
