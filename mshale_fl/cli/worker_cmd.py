@@ -45,3 +45,11 @@ def ledger() -> None:
     from mshale_fl.agents.mishale.ledger_worker import ledger_processor
 
     _serve("ledger", ledger_processor)
+
+
+@app.command("validate")
+def validate() -> None:
+    """Judge every spec.submitted / vectors.submitted; answer submission.accepted or submission.rejected."""
+    from mshale_fl.agents.mishale.validate import validate_processor
+
+    _serve("validate", validate_processor)

@@ -7,7 +7,11 @@ enforces who a message is from:
   closes the channel with PRECONDITION_FAILED otherwise; partners never get the `impersonator` tag);
 * topic permissions on `mshale.events` let a user publish only routing keys starting with
   `{username}.`, which the broker expands to the authenticated user (ACCESS_REFUSED otherwise);
-* vhost permissions let it configure and read only its own reply queues.
+* vhost permissions let it configure and read only its own reply queues, and bind them to
+  `mshale.events` (binding needs read on the source exchange); the topic read permission on
+  `mshale.events` (`^{username}\\.`, checked by RabbitMQ on every queue.bind to a topic exchange)
+  limits those bindings to its own routing keys, so a partner can receive its own receipts
+  (`<partner id>.submission.*`) and nobody else's events.
 
 The broker password is derived from the API key (HMAC-SHA256), so the partner agent derives the
 same password from the one secret it holds and Mishale never stores either in clear.
@@ -62,12 +66,15 @@ def partner_permissions(partner_id: str) -> PartnerPermissions:
     """
     own = re.escape(partner_id)
     own_queues = rf"amq\.gen-.*|mshale\.reply\.{own}\..*"
+    events = re.escape(EVENTS_EXCHANGE)
     return PartnerPermissions(
         # Server-named (exclusive) queues and its own named reply queues; nothing shared.
         configure=rf"^({own_queues})$",
-        # Publish to the events exchange (topic-restricted below); bind its own queues.
-        write=rf"^({re.escape(EVENTS_EXCHANGE)}|{own_queues})$",
-        read=rf"^({own_queues})$",
+        # Publish to the events exchange (topic-restricted below); bind its own queues (write on the queue).
+        write=rf"^({events}|{own_queues})$",
+        # Consume its own queues; bind them to the events exchange (read on the source exchange),
+        # with binding keys limited to its own prefix by `topic_read`. No worker queue, no stream.
+        read=rf"^({events}|{own_queues})$",
         topic_exchange=EVENTS_EXCHANGE,
         topic_write=r"^{username}\.",
         topic_read=r"^{username}\.",
@@ -156,31 +163,40 @@ class BrokerAdmin:
             raise BrokerAdminError(
                 f"the RabbitMQ vhost {self.vhost!r} (from MSHALE_BROKER_URL) does not exist; create it first"
             )
-        permissions = partner_permissions(partner_id)
         user = self._segment(partner_id)
-        vhost = self._segment(self.vhost)
         self._request("PUT", f"/api/users/{user}", ok=(201, 204), json={"password": password, "tags": ""})
         try:
-            self._request(
-                "PUT",
-                f"/api/permissions/{vhost}/{user}",
-                ok=(201, 204),
-                json={"configure": permissions.configure, "write": permissions.write, "read": permissions.read},
-            )
-            self._request(
-                "PUT",
-                f"/api/topic-permissions/{vhost}/{user}",
-                ok=(201, 204),
-                json={
-                    "exchange": permissions.topic_exchange,
-                    "write": permissions.topic_write,
-                    "read": permissions.topic_read,
-                },
-            )
+            self.apply_permissions(partner_id)
         except BrokerAdminError:
             self.delete_partner(partner_id)
             raise
         log.info("broker_user_created", partner_id=partner_id, vhost=self.vhost)
+
+    def apply_permissions(self, partner_id: str) -> None:
+        """Set (or reset) the partner's vhost and topic permissions to `partner_permissions`.
+
+        Idempotent; run it for existing partner users when the permission set changes (for
+        instance users created before partners could bind reply queues to `mshale.events`).
+        """
+        permissions = partner_permissions(partner_id)
+        user = self._segment(partner_id)
+        vhost = self._segment(self.vhost)
+        self._request(
+            "PUT",
+            f"/api/permissions/{vhost}/{user}",
+            ok=(201, 204),
+            json={"configure": permissions.configure, "write": permissions.write, "read": permissions.read},
+        )
+        self._request(
+            "PUT",
+            f"/api/topic-permissions/{vhost}/{user}",
+            ok=(201, 204),
+            json={
+                "exchange": permissions.topic_exchange,
+                "write": permissions.topic_write,
+                "read": permissions.topic_read,
+            },
+        )
 
     def delete_partner(self, partner_id: str, *, reason: str = "partner revoked", wait_seconds: float = 5.0) -> None:
         """Delete the user (no new logins) and close every connection it still has (no more traffic).
