@@ -8,9 +8,14 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+import typer
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
 from mshale_fl.agents.partner.extract import extract_corpus
+from mshale_fl.agents.partner.submit import submit_plan
+from mshale_fl.agents.partner.transmission import plan_transmission
+from mshale_fl.cli.submit_cmd import submit
 from mshale_fl.ledger import BrokerAdmin, broker_password, revoke_partner
 
 from .conftest import Register
@@ -63,15 +68,25 @@ def test_a_broker_that_is_down_is_one_clear_line(tmp_path: Path, specs: Path) ->
 
 
 def test_key_and_folder_mistakes_are_caught_before_connecting(tmp_path: Path, specs: Path) -> None:
-    # The broker URL points nowhere: each of these must fail on its own account, before any connection.
-    env = cli_env("amqp://guest:guest@127.0.0.1:1/nowhere", tmp_path)
+    # In process (no broker is reachable at that URL): each must fail on its own account, before any connection.
+    app = typer.Typer()
+    app.command()(submit)
+    env = {"MSHALE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/nowhere", "MSHALE_API_KEY": "", "COLUMNS": "250"}
+
+    def fails(*args: str, needle: str) -> str:
+        result = CliRunner().invoke(app, list(args), env=env)
+        assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr, result.exception)
+        line = " ".join(result.stderr.split())
+        assert line.startswith("error: ") and needle in line, line
+        return line
+
     good_key = f"mshale_{unique_partner_id()}_{'0' * 16}_{'A' * 43}"
-    one_line_error(run_cli("submit", "--specs", str(specs), env=env), "no API key")
+    fails("--specs", str(specs), needle="no API key")
     secret = "not-a-key-but-a-secret-password"
-    assert secret not in one_line_error(run_cli("submit", "--specs", str(specs), "--api-key", secret, env=env), "malformed")
+    assert secret not in fails("--specs", str(specs), "--api-key", secret, needle="malformed")
     (tmp_path / "empty").mkdir()
-    one_line_error(run_cli("submit", "--specs", str(tmp_path / "empty"), "--api-key", good_key, env=env), "is empty")
-    one_line_error(run_cli("submit", "--specs", str(tmp_path / "missing"), "--api-key", good_key, env=env), "does not exist")
+    fails("--specs", str(tmp_path / "empty"), "--api-key", good_key, needle="is empty")
+    fails("--specs", str(tmp_path / "missing"), "--api-key", good_key, needle="does not exist")
 
 
 def test_nothing_transmittable_means_nothing_sent(tmp_path: Path) -> None:
@@ -79,12 +94,12 @@ def test_nothing_transmittable_means_nothing_sent(tmp_path: Path) -> None:
     (tmp_path / "corpus" / "secret.md").write_text("# Kestrelwood lysis\n1. Add 100 µl buffer and vortex for 30 s.\n")
     extract_corpus(tmp_path / "corpus", tmp_path / "out")  # unlabelled: full-ip
     key = f"mshale_{unique_partner_id()}_{'0' * 16}_{'A' * 43}"
-    env = cli_env("amqp://guest:guest@127.0.0.1:1/nowhere", tmp_path, MSHALE_API_KEY=key)  # never contacted
-    result = run_cli("submit", "--specs", str(tmp_path / "out"), env=env)
+    unreachable = "amqp://guest:guest@127.0.0.1:1/nowhere"  # never contacted
+    result = run_cli("submit", "--specs", str(tmp_path / "out"), env=cli_env(unreachable, tmp_path, MSHALE_API_KEY=key))
     assert result.returncode == 0, result.stderr
     assert "Nothing to submit" in result.stdout and "1 withheld" in result.stdout
-    as_json = json.loads(run_cli("submit", "--specs", str(tmp_path / "out"), "--json", env=env).stdout)
-    assert as_json["summary"]["published"] == 0 and as_json["withheld"][0]["reason"] == "full_ip_never_leaves"
+    report = asyncio.run(submit_plan(plan_transmission(tmp_path / "out"), key, broker_url=unreachable)).as_dict()
+    assert report["summary"]["published"] == 0 and report["withheld"][0]["reason"] == "full_ip_never_leaves"
 
 
 async def test_without_a_validator_receipts_are_pending_at_the_timeout(
