@@ -11,6 +11,9 @@ Public API (see README.md beside this file for the design):
 - `witness`: `CheckpointWitness` (the partner keeps the last checkpoint, accepts only extensions)
 - `verify`: `verify_log(store, verifier) -> VerificationReport`
 - `stores`: `LocalStore`, `S3Store`
+- `receipt_rpc` (imports the broker, so not re-exported here): `ReceiptClient.fetch_receipt`,
+  `fetch_receipt`, `ReceiptResponder`, `answer_receipt_request`
+- `replay_check`: `StreamLogComparison`, `LogCursor`, `Mismatch` (used by `mshale-fl audit replay`)
 """
 
 from mshale_fl.audit.appender import AuditAppender, LogConflictError, LogIntegrityError

@@ -111,6 +111,10 @@ class AuditAppender:
         records = self._new_records(events)
         for _ in range(_CONFLICT_RETRIES):
             if not records:
+                if self.checkpoint.size < self.tree.size:
+                    # An earlier call wrote its entries but failed to store their checkpoint
+                    # (the caller retries it): sign them now, so the result covers the batch.
+                    self._sign_latest()
                 return self.checkpoint
             try:
                 self._append_records(records)
@@ -121,6 +125,15 @@ class AuditAppender:
                 known = self.index.known(event_id for event_id, _ in records)
                 records = [(event_id, record) for event_id, record in records if event_id not in known]
         raise LogConflictError(f"another writer kept extending {self.log.description}; the batch was not appended")
+
+    def refresh(self) -> Checkpoint:
+        """Catch up with entries and checkpoints another appender wrote to the store; the latest checkpoint.
+
+        For a process that answers receipt requests without being the writer (a standby audit
+        worker): its view is otherwise the one it had at start. Costs a listing and one read.
+        """
+        self._sync()
+        return self.checkpoint
 
     def position_of(self, event_id: uuid.UUID | str) -> int | None:
         """The leaf index of an event, or None if it is not in the log."""

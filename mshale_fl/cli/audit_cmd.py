@@ -1,4 +1,4 @@
-"""`mshale-fl audit ...`: the log's signing key, independent verification, and receipts."""
+"""`mshale-fl audit ...`: the log's signing key, independent verification, receipts, and the stream replay."""
 
 from __future__ import annotations
 
@@ -161,3 +161,95 @@ def proof(
         raise _fail(str(exc)) from None
     typer.echo(receipt.to_json())
 
+
+
+@app.command()
+def replay(
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Where to start in mshale.events.log: first, a stream offset, or an ISO-8601 time with offset"
+        ),
+    ] = "first",
+    store: StoreOption = None,
+    directory: DirOption = None,
+    bucket: BucketOption = None,
+    region: RegionOption = None,
+    prefix: PrefixOption = None,
+    endpoint_url: EndpointOption = None,
+    ledger_url: Annotated[
+        str | None,
+        typer.Option("--ledger-url", help="Ledger to reconcile budgets with (default MSHALE_LEDGER_URL or <MSHALE_HOME>)"),
+    ] = None,
+    no_budgets: Annotated[bool, typer.Option("--no-budgets", help="Only compare the stream with the log")] = False,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0.0, help="Seconds to wait for the audit worker to log the newest events")
+    ] = 5.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay the event stream and check it against the log; then the budgets against the ledger.
+
+    Every event must be in the log once, in stream order, with the same payload hash
+    (audit.checkpoint events and repeated publishes of one event id excepted), and, when the
+    replay covers the whole log, the rounds charged per partner must be the ledger's committed
+    spends. Exit status 0 when everything matches, 1 naming the first mismatch, 2 on usage or
+    access errors.
+    """
+    import asyncio
+
+    from mshale_fl.broker.errors import BrokerError
+    from mshale_fl.broker.replay import parse_start
+    from mshale_fl.config import get_settings
+
+    try:
+        where = parse_start(start)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if where in ("last", "next"):
+        raise _fail(f"--from {where} would replay nothing that is already logged; use first, an offset or a time")
+    settings = _settings(
+        store=store, local_dir=directory, s3_bucket=bucket, s3_region=region, s3_prefix=prefix, s3_endpoint_url=endpoint_url
+    )
+    engine = None if no_budgets else _open_ledger_for_audit(ledger_url or get_settings().effective_ledger_url)
+    try:
+        report = asyncio.run(_replay(get_settings().broker_url, open_store(settings), where, engine, grace))
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    except LogLayoutError as exc:
+        raise _fail(f"the log is damaged, run `mshale-fl audit verify`: {exc}", code=1) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _open_ledger_for_audit(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mshale_fl.ledger import open_ledger
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise _fail(f"--ledger-url {url!r} is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        raise _fail(f"no ledger at {parsed.database}; pass --ledger-url, or --no-budgets to skip the budget check")
+    try:
+        return open_ledger(url)
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot open the ledger: {str(exc).splitlines()[0]}") from None
+
+
+async def _replay(broker_url: str, store: Any, start: Any, engine: Any, grace: float) -> Any:
+    from mshale_fl.agents.mishale.audit_replay import replay_audit
+    from mshale_fl.broker import connect
+
+    connection = await connect(broker_url, robust=False, name="mshale-fl audit replay")
+    try:
+        return await replay_audit(connection, store, start, ledger=engine, grace=grace)
+    finally:
+        await connection.close()

@@ -53,3 +53,11 @@ def validate() -> None:
     from mshale_fl.agents.mishale.validate import validate_processor
 
     _serve("validate", validate_processor)
+
+
+@app.command("audit")
+def audit() -> None:
+    """Append every event to the audit log, once each and in order; answer partners' receipt requests."""
+    from mshale_fl.agents.mishale.audit_worker import run_audit_worker
+
+    run_audit_worker(get_settings())
