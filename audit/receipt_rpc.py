@@ -39,16 +39,15 @@ from mshale_fl.audit.checkpoint import Checkpoint
 from mshale_fl.audit.note import strict_b64decode
 from mshale_fl.audit.receipts import Receipt, ReceiptError, verify_receipt
 from mshale_fl.audit.records import AuditRecord, parse_record
-from mshale_fl.audit.rpc_messages import (
+from mshale_fl.audit.witness import CheckpointWitness
+from mshale_fl.broker.errors import BrokerError
+from mshale_fl.broker.topology import EVENTS_EXCHANGE, RECEIPT_RPC, declare_rpc_queue
+from mshale_fl.schemas.rpc import (
     RECEIPT_QUEUE,
-    RECEIPT_ROUTING_SUFFIX,
     ReceiptReply,
     ReceiptRequest,
     receipt_routing_key,
 )
-from mshale_fl.audit.witness import CheckpointWitness
-from mshale_fl.broker.errors import BrokerError
-from mshale_fl.broker.topology import EVENTS_EXCHANGE
 from pydantic import ValidationError
 
 from mshale_fl.logging import get_logger
@@ -71,9 +70,6 @@ __all__ = [
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 CONTENT_TYPE = "application/json"
-REQUEST_TTL_MS = 60_000
-"""A request nobody answered within a minute is dropped by the broker: the caller has given up."""
-MAX_QUEUED_REQUESTS = 10_000
 
 
 # -- the answer (runs on the appender's thread) ----------------------------------------------------
@@ -137,20 +133,8 @@ Answer = Callable[[str | None, bytes], Awaitable[ReceiptReply]]
 
 
 async def declare_receipt_queue(channel: AbstractChannel) -> AbstractQueue:
-    """The request queue and its binding; idempotent (every audit worker declares the same)."""
-    exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
-    queue = await channel.declare_queue(
-        RECEIPT_QUEUE,
-        durable=True,
-        arguments={
-            "x-queue-type": "classic",
-            "x-message-ttl": REQUEST_TTL_MS,
-            "x-max-length": MAX_QUEUED_REQUESTS,
-            "x-overflow": "reject-publish",
-        },
-    )
-    await queue.bind(exchange, routing_key=f"*.{RECEIPT_ROUTING_SUFFIX}")
-    return queue
+    """The request queue and its binding, as the broker topology defines them; idempotent."""
+    return await declare_rpc_queue(channel, RECEIPT_RPC)
 
 
 class ReceiptResponder:

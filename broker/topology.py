@@ -22,12 +22,18 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractConnection, ExchangeType
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractQueue,
+    ExchangeType,
+)
 from aiormq.exceptions import ChannelClosed, ChannelPreconditionFailed
-
-from mshale_fl.config import Settings
 from mshale_fl.broker.errors import TopologyMismatchError
 from mshale_fl.schemas import EVENT_TYPES
+from mshale_fl.schemas.rpc import RECEIPT_QUEUE, RECEIPT_ROUTING_SUFFIX
+
+from mshale_fl.config import Settings
 
 EVENTS_EXCHANGE = "mshale.events"
 UNROUTABLE_EXCHANGE = "mshale.unroutable"
@@ -118,6 +124,42 @@ def stream_arguments(*, max_age: str = STREAM_MAX_AGE, max_length_bytes: int = S
 
 
 @dataclass(frozen=True)
+class RpcQueue:
+    """A request queue for RPC over `mshale.events` (replies go to the caller's reply-to).
+
+    Requests use four-word routing keys (`<partner-id>.rpc.<service>.<method>`), outside the
+    event namespace, so they are neither logged nor kept on the stream. Requests expire and the
+    queue is bounded: a request nobody answers in time is worthless, and a flood must not grow
+    without limit.
+    """
+
+    name: str
+    binding_key: str
+    message_ttl_ms: int = 60_000
+    max_length: int = 10_000
+
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "classic",
+            "x-message-ttl": self.message_ttl_ms,
+            "x-max-length": self.max_length,
+            "x-overflow": "reject-publish",
+        }
+
+
+RECEIPT_RPC = RpcQueue(RECEIPT_QUEUE, f"*.{RECEIPT_ROUTING_SUFFIX}")
+RPC_QUEUES: tuple[RpcQueue, ...] = (RECEIPT_RPC,)
+
+
+async def declare_rpc_queue(channel: AbstractChannel, rpc: RpcQueue) -> AbstractQueue:
+    """Declare one RPC request queue and bind it; idempotent."""
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
+    queue = await channel.declare_queue(rpc.name, durable=True, arguments=rpc.arguments())
+    await queue.bind(exchange, routing_key=rpc.binding_key)
+    return queue
+
+
+@dataclass(frozen=True)
 class DeclaredTopology:
     exchanges: tuple[str, ...]
     queues: tuple[str, ...]
@@ -198,12 +240,21 @@ async def _declare_once(
         for event_type in EVENT_TYPES:
             await stream.bind(events, routing_key=f"*.{event_type}")
             bindings += 1
+        for rpc in RPC_QUEUES:
+            await declare_rpc_queue(channel, rpc)
+            bindings += 1
     finally:
         if not channel.is_closed:
             await channel.close()
     return DeclaredTopology(
         exchanges=(UNROUTABLE_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE),
-        queues=(UNROUTABLE_QUEUE, DEAD_LETTER_QUEUE, *(role.queue for role in roles), EVENT_LOG_STREAM),
+        queues=(
+            UNROUTABLE_QUEUE,
+            DEAD_LETTER_QUEUE,
+            *(role.queue for role in roles),
+            EVENT_LOG_STREAM,
+            *(rpc.name for rpc in RPC_QUEUES),
+        ),
         bindings=bindings,
     )
 

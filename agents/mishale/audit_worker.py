@@ -37,7 +37,6 @@ from mshale_fl.audit.appender import NOT_LOGGED_TYPES, AuditAppender
 from mshale_fl.audit.checkpoint import Checkpoint
 from mshale_fl.audit.receipt_rpc import ReceiptResponder, answer_receipt_request
 from mshale_fl.audit.records import RecordError, record_for_event
-from mshale_fl.audit.rpc_messages import ReceiptReply
 from mshale_fl.broker import (
     ConsumerStats,
     PermanentError,
@@ -47,6 +46,7 @@ from mshale_fl.broker import (
     run_worker,
 )
 from mshale_fl.schemas.events import EventEnvelope, new_event
+from mshale_fl.schemas.rpc import ReceiptReply
 
 from mshale_fl.config import Settings
 from mshale_fl.errors import UserFacingError

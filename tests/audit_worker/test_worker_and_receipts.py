@@ -23,15 +23,15 @@ from mshale_fl.audit.receipt_rpc import (
     ReceiptUnavailable,
     fetch_receipt,
 )
-from mshale_fl.audit.rpc_messages import (
-    RECEIPT_QUEUE,
-    ReceiptReply,
-    receipt_routing_key,
-)
 from mshale_fl.audit.stores.local import LocalStore
 from mshale_fl.audit.witness import CheckpointWitness, ForkError
 from mshale_fl.broker import EVENTS_EXCHANGE, Publisher, connect
 from mshale_fl.broker.replay import replay
+from mshale_fl.schemas.rpc import (
+    RECEIPT_QUEUE,
+    ReceiptReply,
+    receipt_routing_key,
+)
 
 from mshale_fl.config import Settings
 from mshale_fl.ledger.broker_identity import BrokerAdmin

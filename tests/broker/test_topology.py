@@ -20,7 +20,7 @@ from mshale_fl.broker import (
     declare_topology,
     get_role,
 )
-from mshale_fl.broker.topology import Role
+from mshale_fl.broker.topology import RPC_QUEUES, Role
 from mshale_fl.schemas import EVENT_TYPES
 from mshale_fl.testing.rabbitmq import management_client
 
@@ -52,7 +52,8 @@ async def test_declaring_twice_gives_the_same_complete_topology(connection, vhos
     assert exchanges[DEAD_LETTER_EXCHANGE]["type"] == "fanout"
 
     queues = {q["name"]: q for q in _api(vhost, "queues/{vhost}")}  # type: ignore[union-attr]
-    assert set(queues) == {UNROUTABLE_QUEUE, DEAD_LETTER_QUEUE, EVENT_LOG_STREAM, *(r.queue for r in ROLES)}
+    rpc_queues = {rpc.name for rpc in RPC_QUEUES}
+    assert set(queues) == {UNROUTABLE_QUEUE, DEAD_LETTER_QUEUE, EVENT_LOG_STREAM, *(r.queue for r in ROLES), *rpc_queues}
     for role in ROLES:
         arguments = queues[role.queue]["arguments"]
         assert queues[role.queue]["durable"] is True
@@ -69,6 +70,11 @@ async def test_declaring_twice_gives_the_same_complete_topology(connection, vhos
     # Explicit keys for known types only: never a catch-all that would hide unknown types.
     assert _bindings_to(vhost, EVENT_LOG_STREAM) == {f"*.{t}" for t in EVENT_TYPES}
     assert _bindings_to(vhost, get_role("audit").queue) == {f"*.{t}" for t in EVENT_TYPES}
+    # RPC requests use four-word keys, so no event binding (three words) can catch them.
+    for rpc in RPC_QUEUES:
+        assert _bindings_to(vhost, rpc.name) == {rpc.binding_key}
+        assert rpc.binding_key.count(".") == 3
+        assert queues[rpc.name]["arguments"]["x-message-ttl"] == rpc.message_ttl_ms
 
 
 async def test_concurrent_declarations_from_separate_connections_all_succeed(broker_url, settings) -> None:

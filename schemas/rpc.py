@@ -1,8 +1,4 @@
-"""LOCAL ADAPTER — the wire messages of the receipt RPC, kept here until the lead moves them.
-
-These belong in `schemas/` (the contract: pydantic models, no I/O, exported as JSON Schema for
-partners in any language). They are defined here only because this module's author may not edit
-`schemas/`. Moving them is a cut-and-paste: nothing in them depends on `audit/`.
+"""RPC messages: requests a partner makes and the replies it gets straight back (not events).
 
 They are deliberately *not* event types. A receipt request is a read, not something that
 happened: if it were an event type, the topology would bind it to the audit queue and to the
