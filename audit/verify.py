@@ -61,6 +61,8 @@ class VerificationReport:
     checkpoints: int = 0
     verified_size: int = 0
     """The largest checkpointed size whose whole prefix verified (what a reader can trust)."""
+    verified_root: str | None = None
+    """Hex root hash signed at `verified_size`."""
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     truncated: bool = False
@@ -93,6 +95,7 @@ class VerificationReport:
             "entries": self.entries,
             "checkpoints": self.checkpoints,
             "verified_size": self.verified_size,
+            "verified_root": self.verified_root,
             "first_bad_position": self.first_bad_position,
             "problems": [asdict(p) for p in sorted(self.problems, key=_order)],
             "warnings": [asdict(p) for p in self.warnings],
@@ -174,6 +177,7 @@ def _verify(log: TransparencyLog, verifier: NoteVerifier, origin: str, report: V
             previous = checkpoint
             if trusted and not report.problems_before(checkpoint.size):
                 report.verified_size = checkpoint.size
+                report.verified_root = checkpoint.root.hex()
 
     settle_checkpoints()  # a checkpoint of size 0
     expected = 0

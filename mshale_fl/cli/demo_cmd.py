@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -19,7 +20,8 @@ def demo(
     """Run a small federation locally: partners, extraction, submissions, workers, audit verification."""
     from mshale_fl.demo.runner import Demo, print_summary
 
-    console = Console(stderr=as_json)
+    # Wide enough for the summary tables when output goes to a file or CI log.
+    console = Console(stderr=as_json, width=None if sys.stdout.isatty() else 140)
     report = Demo(home or get_settings().home / "demo", console, keep_running=keep_running).run()
     if as_json:
         typer.echo(json.dumps(report.as_json(), sort_keys=True))

@@ -40,10 +40,12 @@ class DemoPartner:
     agreements: tuple[str, ...]
 
 
+# RabbitMQ users are global to the broker, so demo partners carry a prefix no real partner
+# should use; a new run deletes the previous run's users.
 PARTNERS = (
-    DemoPartner("lab-alpha", 1, ()),
-    DemoPartner("lab-beta", 2, ("dpa",)),
-    DemoPartner("lab-gamma", 3, ("dpa", "training")),
+    DemoPartner("demo-alpha", 1, ()),
+    DemoPartner("demo-beta", 2, ("dpa",)),
+    DemoPartner("demo-gamma", 3, ("dpa", "training")),
 )
 
 
@@ -103,7 +105,7 @@ class Demo:
                     f"{partner.partner_id}: extract its corpus locally",
                     lambda partner=partner: self._extract(partner),
                 )
-            self._step("lab-alpha: submit its Tier 1 specs", lambda: self._submit("lab-alpha", keys["lab-alpha"]))
+            self._step("demo-alpha: submit its Tier 1 specs", lambda: self._submit("demo-alpha", keys["demo-alpha"]))
             self._check_workers(workers)
         finally:
             if not self.keep_running:
@@ -129,6 +131,8 @@ class Demo:
         try:
             with management_client() as client:
                 client.delete(f"/api/vhosts/{path}")
+                for partner in PARTNERS:
+                    client.delete(f"/api/users/{quote(partner.partner_id, safe='')}")
                 client.put(f"/api/vhosts/{path}").raise_for_status()
                 client.put(
                     f"/api/permissions/{path}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
@@ -185,8 +189,18 @@ class Demo:
             "submit", "--specs", str(self._partner_dir(partner_id) / "specs"), "--json",
             partner_home=partner_id, extra_env={"MSHALE_API_KEY": api_key},
         )  # fmt: skip
-        receipts = json.loads(output)
-        self.report.receipts.extend(receipts.get("receipts", []))
+        result = json.loads(output)
+        for receipt in result.get("receipts", []):
+            self.report.receipts.append({"partner_id": partner_id, **receipt})
+        for withheld in result.get("withheld", []):
+            self.report.receipts.append(
+                {
+                    "partner_id": partner_id,
+                    "source": withheld["source"],
+                    "status": "withheld",
+                    "reasons": [{"code": withheld["reason"]}],
+                }
+            )
 
     def _verify_audit(self) -> None:
         result = subprocess.run(
@@ -231,7 +245,8 @@ def print_summary(report: DemoReport, console: Console) -> None:
     console.print(receipts)
     audit = report.audit
     console.print(
-        f"Audit log: {audit.get('verified_size', '?')} entries, root {str(audit.get('root_hash', '?'))[:16]}..., "
+        f"Audit log: {audit.get('entries', '?')} entries, signed root {audit.get('verified_root') or '-'} "
+        f"at size {audit.get('verified_size', '?')}, "
         f"verified: {'yes' if audit.get('ok') else 'NO'}"
     )
     console.print(f"Finished in {report.seconds:.1f} s")
