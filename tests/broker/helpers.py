@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from mshale_fl.schemas.events import EventEnvelope
 from sqlalchemy import Connection, Engine, text
 
-from mshale_fl.schemas.events import EventEnvelope
 from mshale_fl.store import create_store_engine, migrate
+from mshale_fl.testing.broker import (  # noqa: F401  (re-exported for the broker tests)
+    close_vhost_connections,
+    eventually,
+    ready_count,
+    take,
+)
 
 EFFECTS_DDL = "CREATE TABLE IF NOT EXISTS effects (event_id TEXT NOT NULL, type TEXT NOT NULL)"
 
@@ -82,53 +86,3 @@ class RecordingProcessor:
         self.events.append(event)
         return []
 
-
-async def ready_count(connection: AbstractConnection, queue: str) -> int:
-    """Messages ready in a queue (not counting unacked ones)."""
-    channel = await connection.channel(publisher_confirms=False)
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-    finally:
-        await channel.close()
-
-
-async def take(connection: AbstractConnection, queue: str, expected: int, timeout: float = 10.0) -> list[AbstractIncomingMessage]:
-    """Get (and ack) `expected` messages from a queue with basic.get, waiting up to `timeout`."""
-    channel = await connection.channel(publisher_confirms=False)
-    messages: list[AbstractIncomingMessage] = []
-    deadline = time.monotonic() + timeout
-    try:
-        q = await channel.get_queue(queue)
-        while len(messages) < expected and time.monotonic() < deadline:
-            message = await q.get(no_ack=True, fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
-            messages.append(message)
-    finally:
-        await channel.close()
-    return messages
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
-
-
-async def close_vhost_connections(vhost: str) -> None:
-    """What an operator (or a broker restart) does to us: drop every connection of the vhost."""
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "close_all_connections", "--vhost", vhost, "test",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, stderr = await process.communicate()
-    assert process.returncode == 0, stderr.decode()
