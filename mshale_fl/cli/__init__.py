@@ -7,7 +7,19 @@ import sys
 import click
 import typer
 
-from mshale_fl.cli import audit_cmd, broker_cmd, demo_cmd, extract_cmd, inspect_cmd, partners_cmd, schema_cmd, submit_cmd, worker_cmd
+from mshale_fl.cli import (
+    audit_cmd,
+    broker_cmd,
+    demo_cmd,
+    extract_cmd,
+    inspect_cmd,
+    model_cmd,
+    partners_cmd,
+    schema_cmd,
+    submit_cmd,
+    train_cmd,
+    worker_cmd,
+)
 from mshale_fl.errors import UserFacingError
 
 app = typer.Typer(
@@ -25,6 +37,7 @@ app.command("demo")(demo_cmd.demo)
 app.command("extract")(extract_cmd.extract)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("submit")(submit_cmd.submit)
+app.command("join")(train_cmd.join)
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")
@@ -33,6 +46,8 @@ app.command("budget")(partners_cmd.budget)
 app.add_typer(broker_cmd.broker_app, name="broker")
 app.add_typer(broker_cmd.events_app, name="events")
 app.add_typer(worker_cmd.app, name="worker")
+app.command("serve")(train_cmd.serve)
+app.add_typer(model_cmd.app, name="model")
 
 # Auditors
 app.add_typer(audit_cmd.app, name="audit")
