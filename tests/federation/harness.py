@@ -29,6 +29,8 @@ from mshale_fl.federation.loop import LoopThread
 from mshale_fl.ledger import AgreementKind, AgreementTerms, open_ledger, register_partner
 from mshale_fl.training.model import ModelMetadata, initial_model, save_model
 
+from .corpora import write_corpus
+
 HEARTBEAT = 0.3
 
 
@@ -72,7 +74,14 @@ class Federation:
     def partner_home(self, partner_id: str) -> Path:
         return self.root / "partners" / partner_id
 
-    def node(self, partner_id: str, *, dp_epsilon: float, corpus: Path | str = "unused") -> PartnerNode:
+    def corpus(self, partner_id: str, protocols: int = 24) -> Path:
+        """The partner's Tier 3 corpus (written once; its content depends only on the partner id)."""
+        folder = self.root / "corpora" / partner_id
+        if not folder.exists():
+            write_corpus(folder, protocols, seed=int.from_bytes(partner_id.encode(), "big") % 2**32)
+        return folder
+
+    def node(self, partner_id: str, *, dp_epsilon: float) -> PartnerNode:
         from mshale_fl.agents.partner.client_app import app
 
         return PartnerNode(
@@ -81,7 +90,7 @@ class Federation:
             app,
             node_config={
                 "partner-id": partner_id,
-                "corpus": str(corpus),
+                "corpus": str(self.corpus(partner_id)),
                 "dp-epsilon": dp_epsilon,
                 "home": str(self.partner_home(partner_id)),
             },

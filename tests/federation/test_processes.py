@@ -102,27 +102,13 @@ def test_serve_join_and_ledger_worker_as_processes_survive_a_server_kill(broker_
         "--batch-size", "8", "--local-epochs", "2",
     ]  # fmt: skip
     server = _start(serve_args, server_env, logs / "serve-1.log")
+    join_args = ["join", "--server", "127.0.0.1:5672", "--tier", "3", "--dp-epsilon", "0.5", "--heartbeat", "1"]
     partners = [
         _start(
-            [
-                *cli,
-                "join",
-                "--server",
-                "127.0.0.1:5672",
-                "--corpus",
-                f"corpus-{p}",
-                "--tier",
-                "3",
-                "--dp-epsilon",
-                "0.5",
-                "--partner-id",
-                p,
-                "--heartbeat",
-                "1",
-            ],
+            [*cli, *join_args, "--corpus", str(federation.corpus(p)), "--partner-id", p],
             {**base, "MSHALE_HOME": str(federation.partner_home(p))},
             logs / f"{p}.log",
-        )  # fmt: skip
+        )
         for p in PARTNERS
     ]
     processes = [worker, server, *partners]
