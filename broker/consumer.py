@@ -14,6 +14,11 @@ Failures:
 - permanent (unparseable body, routing key that disagrees with the body, `PermanentError` from the
   handler): a copy goes to `mshale.dlx` with `x-mshale-reason` and related headers (confirmed),
   then the original is acked. A nack cannot carry a reason, hence the copy.
+- an unparseable body is first offered to the processor's optional `reject_invalid(body, delivery,
+  error)` hook (see `InvalidMessageHook`), so a role that owes its sender an answer (the validator
+  owes a receipt) can publish one; its outputs are published with confirms, then the body is
+  dead-lettered as above. The hook fails like `process`: `PermanentError` means "no answer" (the
+  body is still dead-lettered), any other exception requeues the delivery with back-off.
 - anything else is transient: the delivery is nacked with requeue after a short back-off. The
   quorum queue counts deliveries and dead-letters the message itself past `x-delivery-limit`.
 
@@ -26,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -54,6 +60,7 @@ __all__ = [
     "ConsumerStats",
     "Delivery",
     "InboxProcessor",
+    "InvalidMessageHook",
     "Processor",
     "SqlHandler",
     "current_delivery",
@@ -103,6 +110,23 @@ class Processor(Protocol):
     consumer_name: str
 
     async def process(self, event: EventEnvelope[Any]) -> Sequence[EventEnvelope[Any]]: ...
+
+
+@runtime_checkable
+class InvalidMessageHook(Protocol):
+    """Optional, on a `Processor`: answer a message whose body does not parse before it is dead-lettered.
+
+    `reject_invalid(body, delivery, error)` gets the raw body, the transport facts of the delivery
+    (`Delivery`: routing key and the broker-verified `user_id` of the sender; also available as
+    `current_delivery()`), and the `ValidationError` / `ValueError` from `parse_event`. It returns
+    the events to publish (may be empty), synchronously or as an awaitable. Whatever it returns,
+    the body is dead-lettered afterwards with its reason. Trust nothing in `body`: it failed
+    validation; the sender is `delivery.user_id`, not whatever the body claims.
+    """
+
+    def reject_invalid(
+        self, body: bytes, delivery: Delivery, error: ValueError
+    ) -> Sequence[EventEnvelope[Any]] | Awaitable[Sequence[EventEnvelope[Any]]]: ...
 
 
 # -- the runtime ---------------------------------------------------------------------------------
@@ -210,10 +234,10 @@ class ConsumerRuntime:
         try:
             event = parse_event(message.body)
         except ValidationError as error:
-            await self._dead_letter(message, "invalid_event", _summarise(error))
+            await self._reject_invalid(message, error, _summarise(error))
             return
         except ValueError as error:
-            await self._dead_letter(message, "invalid_event", str(error))
+            await self._reject_invalid(message, error, str(error))
             return
         if message.routing_key and message.routing_key != event.routing_key and message.exchange != "":
             await self._dead_letter(
@@ -223,13 +247,7 @@ class ConsumerRuntime:
             )
             return
 
-        delivery = Delivery(
-            queue=self.queue_name,
-            routing_key=message.routing_key or "",
-            user_id=message.user_id,
-            redelivered=bool(message.redelivered),
-            delivery_count=_delivery_count(message),
-        )
+        delivery = self._delivery(message)
         token = _current_delivery.set(delivery)
         try:
             outputs = await self.processor.process(event)
@@ -251,6 +269,43 @@ class ConsumerRuntime:
                 await self._settle(message, requeue=True)
                 return
         self._ack(message)
+
+    def _delivery(self, message: AbstractIncomingMessage) -> Delivery:
+        return Delivery(
+            queue=self.queue_name,
+            routing_key=message.routing_key or "",
+            user_id=message.user_id,
+            redelivered=bool(message.redelivered),
+            delivery_count=_delivery_count(message),
+        )
+
+    async def _reject_invalid(self, message: AbstractIncomingMessage, error: ValueError, detail: str) -> None:
+        """Offer an unparseable body to the processor's `reject_invalid` hook, publish its answer, dead-letter the body."""
+        hook = getattr(self.processor, "reject_invalid", None)
+        if hook is not None:
+            delivery = self._delivery(message)
+            token = _current_delivery.set(delivery)
+            try:
+                answer = hook(message.body, delivery, error)
+                outputs = list(await answer if inspect.isawaitable(answer) else answer)
+            except PermanentError as refusal:
+                log.info("consumer.invalid_not_answered", queue=self.queue_name, reason=refusal.reason_code,
+                         message_id=message.message_id)  # fmt: skip
+                outputs = []
+            except Exception as failure:
+                await self._retry_later(message, failure, delivery.delivery_count)
+                return
+            finally:
+                _current_delivery.reset(token)
+            if outputs:
+                try:
+                    await self._publish_outputs(outputs)
+                except Exception as failure:
+                    # Not dead-lettered yet: the redelivery asks the hook again (it should answer the same).
+                    log.warning("consumer.outputs_unpublished", message_id=message.message_id, error=str(failure))
+                    await self._settle(message, requeue=True)
+                    return
+        await self._dead_letter(message, "invalid_event", detail)
 
     async def _publish_outputs(self, outputs: Sequence[EventEnvelope[Any]]) -> None:
         if len(outputs) == 1:

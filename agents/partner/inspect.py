@@ -2,7 +2,9 @@
 
 Built on `transmission.plan_transmission`, the same plan `submit` sends, so what `inspect` shows is
 what `submit` would publish. `inspection(plan)` returns plain data: a summary per protocol for the
-table, and (`exact=True`) the exact JSON payload of every event that would be published.
+table, and (`exact=True`) the exact JSON payload of every event that would be published (Tier 1),
+or the exact vector each protocol adds to a `vectors.submitted` batch (Tier 2; how vectors are
+grouped into batches depends on `submit --batch-size`, see `batches.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from mshale_fl.agents.partner.batches import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from mshale_fl.agents.partner.featurize import GROUPS
+from mshale_fl.agents.partner.policy import Form
 from mshale_fl.agents.partner.transmission import EVENT_TYPE_OF_FORM, PlannedItem, TransmissionPlan
+from mshale_fl.schemas.feature_vector import FeatureVector
 from mshale_fl.schemas.protocol_spec import ProtocolSpec
 
 MAX_OPERATION_GROUPS = 8
@@ -48,6 +54,12 @@ def classes(spec: ProtocolSpec) -> dict[str, list[str]]:
     return {group: sorted(members) for group, members in found.items()}
 
 
+def nonzero_by_group(vector: FeatureVector) -> dict[str, int]:
+    """How many features of each layout group are non-zero (for the Tier 2 table)."""
+    counts = {group.key: sum(1 for value in vector.values[group.start : group.stop] if value) for group in GROUPS}
+    return {key: count for key, count in counts.items() if count}
+
+
 @dataclass(frozen=True)
 class ItemView:
     item: PlannedItem
@@ -61,7 +73,16 @@ class ItemView:
             "transmitted": item.transmittable,
             "decision": item.decision.as_dict(),
         }
-        if item.transmittable and item.spec is not None:
+        if item.transmittable and item.decision.form is Form.VECTORS and item.vector is not None:
+            data["event_type"] = EVENT_TYPE_OF_FORM[Form.VECTORS]
+            data["summary"] = {
+                "values": len(item.vector.values),
+                "nonzero": sum(1 for value in item.vector.values if value),
+                "nonzero_by_group": nonzero_by_group(item.vector),
+            }
+            if exact:
+                data["payload"] = {"sensitivity": item.sensitivity.value, "vector": item.vector.model_dump(mode="json")}
+        elif item.transmittable and item.spec is not None:
             spec = item.spec
             data["event_type"] = EVENT_TYPE_OF_FORM[item.decision.form]
             data["summary"] = {
@@ -80,12 +101,20 @@ class ItemView:
 
 def inspection(plan: TransmissionPlan, *, exact: bool = False) -> dict[str, Any]:
     """Plain data for `inspect`: per protocol what leaves (summary, exact payload) or why it is withheld."""
+    if plan.tier == 2:
+        envelope = ("each vector travels in a vectors.submitted batch (one sensitivity label per batch, at most "
+                    f"{MAX_BATCH_SIZE} vectors; {DEFAULT_BATCH_SIZE} unless `submit --batch-size` says otherwise) "
+                    "inside an event envelope: event_id (derived from your partner id and the batch content), type, "
+                    "schema_version, partner_id, occurred_at, correlation_id")  # fmt: skip
+    else:
+        envelope = ("each payload travels in an event envelope: event_id (derived from your partner id, the "
+                    "content hash and the tier), type, schema_version, partner_id, occurred_at, correlation_id")  # fmt: skip
     return {
         "folder": str(plan.folder),
         "tier": plan.tier,
         "local_mode": plan.local_mode,
-        "envelope": "each payload travels in an event envelope: event_id (derived from your partner id, the "
-        "content hash and the tier), type, schema_version, partner_id, occurred_at, correlation_id",
+        "config": plan.config_source,
+        "envelope": envelope,
         "summary": {
             "protocols": len(plan.items),
             "transmitted": len(plan.transmitted),

@@ -1,4 +1,9 @@
-"""`submit`: publish a partner's transmittable specs as `spec.submitted` events and collect the receipts.
+"""`submit`: publish a partner's transmittable contributions and collect the receipts.
+
+Tier 1 folders publish one `spec.submitted` per transmittable spec; Tier 2 folders publish their
+transmittable vectors as `vectors.submitted` batches (`TransmissionPlan.submissions`, `batches.py`).
+A Tier 2 submission is refused before connecting (`AgreementRequired`, one line) when the partner
+config no longer declares a DPA; Mishale checks its own record of the DPA again.
 
 The partner acts as itself on the broker: the API key names the partner (`partner_id_from_key`),
 the connection authenticates as the partner's broker user (user name = partner id, password =
@@ -30,7 +35,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import AMQPError, ChannelAccessRefused, ChannelNotFoundEntity
 
-from mshale_fl.agents.partner.transmission import PlannedItem, TransmissionPlan
+from mshale_fl.agents.partner.batches import DEFAULT_BATCH_SIZE, check_batch_size
+from mshale_fl.agents.partner.extract.sensitivity import AgreementRequired
+from mshale_fl.agents.partner.transmission import PlannedItem, Submission, TransmissionPlan
 from mshale_fl.broker import EVENTS_EXCHANGE, BrokerError, BrokerUnavailableError, Publisher, connect, redact_url
 from mshale_fl.broker.errors import CREDENTIALS_HINT, VHOST_HINT, PublishForbiddenError
 from mshale_fl.errors import UserFacingError
@@ -82,13 +89,33 @@ class Receipt:
         return "accepted" if self.accepted else "rejected"
 
 
+def _reasons_for(receipt: Receipt, position: int | None) -> list[Reason]:
+    """The reasons of a receipt that concern the vector at `position` of its batch (all of them for a spec).
+
+    A reason about one vector names it in its field (`vectors[3].values[17]`); reasons about the
+    whole submission (sender, agreements, label) concern every protocol of the batch.
+    """
+    if position is None:
+        return list(receipt.reasons)
+    return [reason for reason in receipt.reasons
+            if not (reason.field or "").startswith("vectors[") or (reason.field or "").startswith(f"vectors[{position}]")]  # fmt: skip
+
+
 @dataclass
 class SubmissionResult:
+    """What `submit` published and what came back. Counts in `summary` are per protocol; `submissions` per event."""
+
     partner_id: str
     plan: TransmissionPlan
-    published: list[tuple[PlannedItem, uuid.UUID]] = field(default_factory=list)
+    submissions: list[Submission] = field(default_factory=list)
+    """Published (confirmed by the broker), in order."""
     receipts: dict[uuid.UUID, Receipt] = field(default_factory=dict)
     waited: bool = False
+
+    @property
+    def published(self) -> list[tuple[PlannedItem, uuid.UUID]]:
+        """(protocol, the event that carried it) for every protocol sent."""
+        return [(item, submission.event_id) for submission in self.submissions for item in submission.items]
 
     @property
     def accepted(self) -> list[Receipt]:
@@ -102,33 +129,49 @@ class SubmissionResult:
     def pending(self) -> list[tuple[PlannedItem, uuid.UUID]]:
         return [(item, event_id) for item, event_id in self.published if event_id not in self.receipts]
 
+    def _count(self, accepted: bool) -> int:
+        return sum(1 for _, event_id in self.published
+                   if event_id in self.receipts and self.receipts[event_id].accepted is accepted)  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
-        def status(event_id: uuid.UUID) -> dict[str, Any]:
+        def status(event_id: uuid.UUID, position: int | None) -> dict[str, Any]:
             receipt = self.receipts.get(event_id)
             if receipt is None:
                 return {"status": "pending", "reasons": []}
             return {
                 "status": receipt.status,
                 "receipt_id": str(receipt.receipt_id),
-                "reasons": [reason.model_dump(mode="json") for reason in receipt.reasons],
+                "reasons": [reason.model_dump(mode="json") for reason in _reasons_for(receipt, position)],
             }
 
+        rows = []
+        for submission in self.submissions:
+            positions: dict[str, int | None] = (
+                {vector.spec_hash: index for index, vector in enumerate(submission.event.payload.vectors)}
+                if submission.event.type == "vectors.submitted" else {}
+            )  # fmt: skip
+            for item in submission.items:
+                position = positions.get(item.content_hash)
+                rows.append({"partner_id": self.partner_id, "source": item.source, "content_hash": item.content_hash,
+                             "submission_id": str(submission.event_id), **status(submission.event_id, position)})  # fmt: skip
         return {
             "partner_id": self.partner_id,
             "tier": self.plan.tier,
             "summary": {
                 "protocols": len(self.plan.items),
                 "published": len(self.published),
-                "accepted": len(self.accepted),
-                "rejected": len(self.rejected),
+                "accepted": self._count(True),
+                "rejected": self._count(False),
                 "pending": len(self.pending),
                 "withheld": len(self.plan.withheld),
             },
-            "receipts": [
-                {"partner_id": self.partner_id, "source": item.source, "content_hash": item.content_hash,
-                 "submission_id": str(event_id), **status(event_id)}
-                for item, event_id in self.published
+            "submissions": [
+                {"submission_id": str(submission.event_id), "type": submission.event.type, "items": submission.size,
+                 "protocols": len(submission.items), "sensitivity": submission.event.payload.sensitivity.value,
+                 **status(submission.event_id, None)}
+                for submission in self.submissions
             ],  # fmt: skip
+            "receipts": rows,
             "withheld": [
                 {"source": item.source, "sensitivity": item.sensitivity.value, "reason": item.decision.reason,
                  "explanation": item.decision.explanation}
@@ -184,19 +227,27 @@ async def submit_plan(
     broker_url: str,
     timeout: float = DEFAULT_TIMEOUT,
     window: int = 256,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> SubmissionResult:
     """Publish every transmittable item of `plan` as the key's partner and wait up to `timeout` s for receipts.
 
-    Raises `MalformedApiKey` for a key of the wrong shape and `SubmitError` (one line) when the
-    broker refuses the key, cannot be reached, or refuses a publish.
+    Raises `MalformedApiKey` for a key of the wrong shape, `AgreementRequired` for a Tier 2 plan
+    made without a DPA, and `SubmitError` (one line) when the broker refuses the key, cannot be
+    reached, or refuses a publish.
     """
     partner_id = partner_id_from_key(api_key)
+    check_batch_size(batch_size)
+    if plan.tier == 2 and not plan.local_mode and not plan.agreements.dpa:
+        raise AgreementRequired(
+            "Tier 2 (feature vectors) needs a Data Processing Agreement: "
+            f"{plan.config_source or 'the extraction manifest'} does not declare `[agreements] dpa = true`, so nothing is sent"
+        )
     result = SubmissionResult(partner_id=partner_id, plan=plan)
-    items = plan.transmitted
-    if not items:
+    submissions = plan.submissions(partner_id, batch_size=batch_size)
+    if not submissions:
         return result
-    events: list[EventEnvelope[Any]] = [item.event(partner_id, plan.tier) for item in items]
+    events: list[EventEnvelope[Any]] = [submission.event for submission in submissions]
     url = partner_broker_url(broker_url, partner_id, api_key.strip())
     connection = await _connect(url, partner_id)
     collector = _ReceiptCollector()
@@ -213,8 +264,8 @@ async def submit_plan(
                 f"the connection to the broker was lost while publishing ({error}); "
                 "run submit again: resubmitting the same specs is safe"
             ) from None
-        result.published = [(item, event.event_id) for item, event in zip(items, events, strict=True)]
-        log.debug("submit.published", partner_id=partner_id, events=len(events))
+        result.submissions = submissions
+        log.debug("submit.published", partner_id=partner_id, events=len(events), items=len(result.published))
         await collector.wait(timeout)
         result.waited = timeout > 0
         result.receipts = {key: value for key, value in collector.receipts.items() if key in collector.expected}

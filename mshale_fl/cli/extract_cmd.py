@@ -1,7 +1,9 @@
 """`mshale-fl extract` (also `mshale-extract`) and `mshale-fl eval extract`.
 
 `extract` turns a partner's corpus folder into ProtocolSpecs and a manifest of what may leave
-(see `mshale_fl.agents.partner.extract.pipeline`); nothing is sent anywhere. `eval extract`
+(see `mshale_fl.agents.partner.extract.pipeline`); nothing is sent anywhere. `--tier 2` also
+writes each spec's feature vector to `vectors/`, and refuses (one line, exit 2) when the partner
+config declares no Data Processing Agreement. `eval extract`
 measures span extraction against brat gold (the WLP corpus).
 """
 
@@ -14,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,14 +45,16 @@ def _eval_group() -> None:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
     return typer.Exit(code)
 
 
 def extract(
     corpus: Annotated[Path, typer.Option("--corpus", help="Folder of protocols (read recursively).")],
-    output: Annotated[Path, typer.Option("--output", help="Folder for specs/ and manifest.json.")],
-    tier: Annotated[int, typer.Option("--tier", min=1, max=2, help="Contribution tier: 1 specs, 2 feature vectors.")] = 1,
+    output: Annotated[Path, typer.Option("--output", help="Folder for specs/, vectors/ (tier 2) and manifest.json.")],
+    tier: Annotated[
+        int, typer.Option("--tier", min=1, max=2, help="Contribution tier: 1 specs, 2 feature vectors (needs a DPA).")
+    ] = 1,
     local_mode: Annotated[bool, typer.Option("--local-mode", help="Extract only; mark nothing as transmittable.")] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="Partner config (default: mshale.toml at the corpus root).")
@@ -64,6 +69,8 @@ def extract(
         raise _fail(f"output {output} exists and is not a folder")
     try:
         partner_config = load_config(config, corpus)
+        if not local_mode:
+            partner_config.require_agreement_for(tier)
     except ConfigError as error:
         raise _fail(str(error)) from None
 
@@ -85,7 +92,7 @@ def extract(
         with progress:
             result = extract_corpus(corpus, output, tier=tier, local_mode=local_mode, config=partner_config,
                                     jobs=jobs, on_start=on_start, on_file=on_file)  # fmt: skip
-    except SaltError as error:
+    except (SaltError, ConfigError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted: files already written are complete, no partial file was left", 130) from None
@@ -102,6 +109,7 @@ def extract(
             "local_mode": local_mode,
             "config": partner_config.source,
             "summary": manifest["summary"],
+            "vectors": sum(1 for record in manifest["protocols"] if "vector" in record),
             "unreadable": manifest["unreadable"],
             "removed_stale_specs": [str(p) for p in result.removed_stale],
         }, sort_keys=True))  # fmt: skip
@@ -124,6 +132,10 @@ def _print_summary(manifest: dict, manifest_path: Path, config_source: str | Non
         table.add_row(label, str(len(records)), str(sum(r["decision"]["transmittable"] for r in records)),
                       ", ".join(reasons) or "-")  # fmt: skip
     console.print(table)
+    vectors = sum(1 for record in manifest["protocols"] if "vector" in record)
+    if vectors:
+        console.print(f"Feature vectors: {vectors} written to {manifest_path.parent / 'vectors'} (local until you submit; "
+                      f"`mshale-fl inspect --specs {manifest_path.parent} --show-features` shows every value)")  # fmt: skip
     if manifest["unreadable"]:
         console.print(f"[yellow]{len(manifest['unreadable'])} file(s) could not be read:[/]")
         for failure in manifest["unreadable"]:

@@ -22,7 +22,9 @@ from mshale_fl.config import Settings
 from mshale_fl.schemas import EVENT_TYPES, vocabulary
 from mshale_fl.schemas import payloads
 from mshale_fl.schemas.events import EventEnvelope
+from mshale_fl.schemas.feature_vector import FeatureVector
 from mshale_fl.schemas.protocol_spec import ProtocolSpec, Quantity, Step
+from mshale_fl.testing.samples import sample_spec
 
 WORD = re.compile(r"[^\W\d_]{4,}")
 UUID_OR_HASH = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{64}")
@@ -33,6 +35,13 @@ TRANSPORT_CONSTANTS = {"application/json", "mshale-fl"}
 def unique_partner_id() -> str:
     # Digits only after a 3-letter prefix: no word of 4+ letters, so the id can never look like a leak.
     return f"lab-{uuid.uuid4().int % 10**12:012d}"
+
+
+def layout_vector(seed: int = 0) -> FeatureVector:
+    """A vector the featurizer produces (the validator refuses `sample_vector`'s k/7 values: off the layout's grid)."""
+    from mshale_fl.agents.partner.featurize import featurize
+
+    return featurize(sample_spec(seed))
 
 
 def closed_vocabulary_words() -> set[str]:

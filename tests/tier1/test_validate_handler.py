@@ -18,9 +18,9 @@ from mshale_fl.schemas.feature_vector import FEATURE_DIM, FeatureVector
 from mshale_fl.schemas.payloads import SpecSubmitted, VectorsSubmitted
 from mshale_fl.schemas.protocol_spec import ProtocolSpec, Quantity, Step
 from mshale_fl.schemas.vocabulary import CanonicalUnit, Operation, QuantityKind, Sensitivity
-from mshale_fl.testing.samples import sample_event, sample_spec, sample_vector
+from mshale_fl.testing.samples import sample_event, sample_spec
 
-from .support import unique_partner_id
+from .support import layout_vector, unique_partner_id
 
 
 def dpa() -> AgreementTerms:
@@ -86,17 +86,17 @@ def test_unknown_and_revoked_partners_are_rejected(engine: Engine, tier1: str) -
 
 
 def test_vectors_need_tier_2_and_a_dpa(engine: Engine, tier1: str, tier2: str) -> None:
-    assert codes(judge(engine, vectors_event(tier1, [sample_vector(1)]))) == ["tier.not_granted"]
-    accepted = judge(engine, vectors_event(tier2, [sample_vector(1), sample_vector(2)]))
+    assert codes(judge(engine, vectors_event(tier1, [layout_vector(1)]))) == ["tier.not_granted"]
+    accepted = judge(engine, vectors_event(tier2, [layout_vector(1), layout_vector(2)]))
     assert accepted.type == "submission.accepted" and (accepted.payload.kind, accepted.payload.items) == ("vectors", 2)
     # Efficiency data may leave as vectors under the DPA; full-ip never.
-    assert judge(engine, vectors_event(tier2, [sample_vector(3)], Sensitivity.EFFICIENCY)).type == "submission.accepted"
-    assert codes(judge(engine, vectors_event(tier2, [sample_vector(4)], Sensitivity.FULL_IP))) == ["sensitivity.not_transmittable"]
+    assert judge(engine, vectors_event(tier2, [layout_vector(3)], Sensitivity.EFFICIENCY)).type == "submission.accepted"
+    assert codes(judge(engine, vectors_event(tier2, [layout_vector(4)], Sensitivity.FULL_IP))) == ["sensitivity.not_transmittable"]
 
 
 def test_vector_batches_are_sanity_checked(engine: Engine, tier2: str) -> None:
-    zero = FeatureVector(spec_hash=sample_vector(9).spec_hash, values=[0.0] * FEATURE_DIM)
-    receipt = judge(engine, vectors_event(tier2, [sample_vector(1), sample_vector(1), zero]))
+    zero = FeatureVector(spec_hash=layout_vector(9).spec_hash, values=[0.0] * FEATURE_DIM)
+    receipt = judge(engine, vectors_event(tier2, [layout_vector(1), layout_vector(1), zero]))
     assert codes(receipt) == ["vectors.duplicate", "vectors.duplicate", "vectors.all_zero"]
     assert [reason.field for reason in receipt.payload.reasons] == [
         "vectors[0].spec_hash", "vectors[1].spec_hash", "vectors[2].values"]  # fmt: skip

@@ -18,10 +18,10 @@ from mshale_fl.schemas.events import EventEnvelope, new_event, parse_event
 from mshale_fl.schemas.payloads import SpecSubmitted, VectorsSubmitted
 from mshale_fl.schemas.vocabulary import Sensitivity
 from mshale_fl.testing.broker import eventually, take
-from mshale_fl.testing.samples import sample_spec, sample_vector
+from mshale_fl.testing.samples import sample_spec
 
 from .conftest import Register, partner_url
-from .support import worker_in_process, worker_process
+from .support import layout_vector, worker_in_process, worker_process
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -67,7 +67,7 @@ async def test_a_partner_sending_what_it_may_not_gets_its_reasons_back(
         "published": spec(partner_id, Sensitivity.PUBLISHED, 1),
         "internal": spec(partner_id, Sensitivity.INTERNAL, 2),
         "full-ip": spec(partner_id, Sensitivity.FULL_IP, 3),
-        "vectors": new_event("vectors.submitted", VectorsSubmitted(sensitivity=Sensitivity.PUBLISHED, vectors=[sample_vector()]),
+        "vectors": new_event("vectors.submitted", VectorsSubmitted(sensitivity=Sensitivity.PUBLISHED, vectors=[layout_vector()]),
                              partner_id=partner_id),  # fmt: skip
     }
     async with worker_in_process("validate", validate_processor(settings), settings):

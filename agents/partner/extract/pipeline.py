@@ -15,6 +15,13 @@ its text.
 A corpus: files are read and extracted in `jobs` processes (the same work, in the same order, as
 with one), then the main process resolves each protocol's sensitivity label, asks the policy what
 may leave, writes every spec atomically and writes the manifest last.
+
+Tier 2 also computes each spec's feature vector (`featurize`, from the spec alone, in the same
+worker) and writes it to `vectors/<source>.vector.json` beside the specs; both stay local until
+`submit` sends the vectors the manifest and the policy allow. Without a DPA in the partner config
+(`[agreements] dpa = true`) the policy marks no vector transmittable; the `extract --tier 2`
+command goes further and refuses to run (`PartnerConfig.require_agreement_for`), unless
+`--local-mode` promises that nothing will leave.
 """
 
 from __future__ import annotations
@@ -34,8 +41,11 @@ from mshale_fl.agents.partner.extract.output import (
     MANIFEST_VERSION,
     canonical_json,
     remove_stale_specs,
+    remove_stale_vectors,
     spec_bytes,
     spec_path,
+    vector_bytes,
+    vector_path,
     write_atomic,
 )
 from mshale_fl.agents.partner.extract.reader import (
@@ -51,6 +61,7 @@ from mshale_fl.agents.partner.extract.sensitivity import (
     load_config,
 )
 from mshale_fl.agents.partner.extract.spans import Span, annotate
+from mshale_fl.agents.partner.featurize import featurize
 from mshale_fl.agents.partner.policy import TIERS, allowed_forms, decide
 from mshale_fl.schemas.protocol_spec import (
     MAX_QUANTITIES_PER_STEP,
@@ -184,6 +195,7 @@ class FileResult:
 
     source: str
     spec_json: bytes | None = None
+    vector_json: bytes | None = None  # tier 2 only
     content_hash: str | None = None
     steps: int = 0
     truncated: bool = False
@@ -191,7 +203,7 @@ class FileResult:
     failure: str | None = None
 
 
-def extract_file(path: Path, root: Path, salt: bytes) -> FileResult:
+def extract_file(path: Path, root: Path, salt: bytes, with_vector: bool = False) -> FileResult:
     read = read_one(path, root)
     if isinstance(read, ReadFailure):
         return FileResult(read.source, failure=read.reason)
@@ -203,6 +215,7 @@ def extract_file(path: Path, root: Path, salt: bytes) -> FileResult:
     return FileResult(
         read.source,
         spec_json=spec_bytes(extracted.spec),
+        vector_json=vector_bytes(featurize(extracted.spec)) if with_vector else None,
         content_hash=extracted.spec.content_hash,
         steps=len(extracted.spec.steps),
         truncated=extracted.truncated,
@@ -210,20 +223,21 @@ def extract_file(path: Path, root: Path, salt: bytes) -> FileResult:
     )
 
 
-def _extract_batch(paths: list[Path], root: Path, salt: bytes) -> list[FileResult]:
-    return [extract_file(path, root, salt) for path in paths]
+def _extract_batch(paths: list[Path], root: Path, salt: bytes, with_vector: bool) -> list[FileResult]:
+    return [extract_file(path, root, salt, with_vector) for path in paths]
 
 
-def _results(paths: list[Path], root: Path, salt: bytes, jobs: int) -> Iterator[FileResult]:
+def _results(paths: list[Path], root: Path, salt: bytes, jobs: int, with_vector: bool) -> Iterator[FileResult]:
     if jobs <= 1 or len(paths) < 2:
         for path in paths:
-            yield extract_file(path, root, salt)
+            yield extract_file(path, root, salt, with_vector)
         return
     batch = max(1, min(16, len(paths) // (jobs * 4)))
     batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         # map() yields in submission order, so the output does not depend on which worker finished first
-        for results in pool.map(_extract_batch, batches, [root] * len(batches), [salt] * len(batches)):
+        for results in pool.map(_extract_batch, batches, [root] * len(batches), [salt] * len(batches),
+                                [with_vector] * len(batches)):
             yield from results
 
 
@@ -262,6 +276,7 @@ def extract_corpus(
         raise NotADirectoryError(f"corpus folder {corpus} does not exist or is not a folder")
     config = config or load_config(config_path, corpus)
     agreements = config.agreements_for_policy()
+    with_vector = tier == 2
     salt = load_or_create_salt(output)
     paths = [p for p in corpus_files(corpus) if output.resolve() not in p.resolve().parents]
     if on_start:
@@ -269,7 +284,8 @@ def extract_corpus(
     protocols: list[dict] = []
     unreadable: list[dict] = []
     written: set[Path] = set()
-    for result in _results(paths, corpus, salt, jobs):
+    written_vectors: set[Path] = set()
+    for result in _results(paths, corpus, salt, jobs, with_vector):
         if on_file:
             on_file(result)
         if result.spec_json is None:
@@ -280,24 +296,30 @@ def extract_corpus(
         target = spec_path(output, result.source)
         write_atomic(target, result.spec_json)
         written.add(target)
-        protocols.append(
-            {
-                "source": result.source,
-                "spec": target.relative_to(output).as_posix(),
-                "content_hash": result.content_hash,
-                "steps": result.steps,
-                "steps_truncated": result.truncated,
-                "sensitivity": label.sensitivity.value,
-                "label_source": label.source,
-                "decision": decision.as_dict(),
-                "may_leave_as": [f.value for f in allowed_forms(label.sensitivity, agreements, local_mode=local_mode)],
-            }
-        )
-    removed = remove_stale_specs(output, written)
+        record = {
+            "source": result.source,
+            "spec": target.relative_to(output).as_posix(),
+            "content_hash": result.content_hash,
+            "steps": result.steps,
+            "steps_truncated": result.truncated,
+            "sensitivity": label.sensitivity.value,
+            "label_source": label.source,
+            "decision": decision.as_dict(),
+            "may_leave_as": [f.value for f in allowed_forms(label.sensitivity, agreements, local_mode=local_mode)],
+        }
+        if result.vector_json is not None:
+            vector_target = vector_path(output, result.source)
+            write_atomic(vector_target, result.vector_json)
+            written_vectors.add(vector_target)
+            record["vector"] = vector_target.relative_to(output).as_posix()
+        protocols.append(record)
+    removed = remove_stale_specs(output, written) + remove_stale_vectors(output, written_vectors)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "tier": tier,
         "local_mode": local_mode,
+        # Where the agreements came from, so `submit` can check the partner still declares them.
+        "config": str(Path(config.source).resolve()) if config.source else None,
         "agreements": {
             "dpa": agreements.dpa,
             "irb": agreements.irb,

@@ -45,6 +45,10 @@ class ConfigError(UserFacingError, ValueError):
     """The partner config cannot be used; the message says where and why."""
 
 
+class AgreementRequired(ConfigError):
+    """The tier asked for needs an agreement the partner config does not name (Tier 2: a DPA)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +79,20 @@ class PartnerConfig(BaseModel):
     def agreements_for_policy(self) -> Agreements:
         return Agreements(dpa=self.agreements.dpa, irb=self.agreements.irb,
                           federated_training=self.agreements.federated_training)  # fmt: skip
+
+    def require_agreement_for(self, tier: int) -> None:
+        """Raise `AgreementRequired` (one line) if this config cannot contribute at `tier`.
+
+        Tier 2 sends feature vectors, which the partner agent does only under a Data Processing
+        Agreement (`[agreements] dpa = true`); Mishale checks its own record of the DPA again.
+        """
+        if tier == 2 and not self.agreements.dpa:
+            where = (f"{self.source} does not set it" if self.source
+                     else "no partner config was found (mshale.toml at the corpus root, or --config FILE)")  # fmt: skip
+            raise AgreementRequired(
+                f"Tier 2 (feature vectors) needs a Data Processing Agreement with Mishale, declared as "
+                f"`[agreements] dpa = true` in the partner config; {where}. Use --tier 1, or set it once the DPA is signed"
+            )
 
 
 def load_config(path: Path | None, corpus: Path | None = None) -> PartnerConfig:
