@@ -33,16 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTNERS = ("lab-a", "lab-b", "lab-c")
 
 
-def _cli() -> list[str]:
-    """`mshale-fl` once it mounts serve/join; the test entry point with the same commands until then."""
-    from mshale_fl.cli import app
-
-    names = {command.name for command in app.registered_commands}
-    if {"serve", "join"} <= names:
-        return [sys.executable, "-m", "mshale_fl.cli"]
-    return [sys.executable, str(ROOT / "tests" / "federation" / "cli_entry.py")]
-
-
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
     return subprocess.Popen(args, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -86,7 +76,7 @@ def test_serve_join_and_ledger_worker_as_processes_survive_a_server_kill(broker_
         "MSHALE_LEDGER_URL": federation.ledger_url,
         "MSHALE_TEST_SYNTHETIC_DATA": "1",
     }
-    cli = _cli()
+    cli = [sys.executable, "-m", "mshale_fl.cli"]
     asyncio.run(_watch_round_started(broker_url, "test.round-started"))
     logs = tmp_path / "logs"
     logs.mkdir()
