@@ -300,7 +300,13 @@ def load_partner_data(corpus: Path) -> Any:
 
     data = load_training_data(corpus)
     if len(data.targets) == 0:
-        raise UserFacingError(f"{corpus} holds no Tier 3 protocols with outcomes; nothing to train on")
+        reasons = ", ".join(f"{code} {count}" for code, count in sorted(data.skip_reasons().items()))
+        raise UserFacingError(
+            f"{corpus} holds no Tier 3 protocols with outcomes; nothing to train on"
+            + (f" (left out: {reasons})" if reasons else "")
+            + "; a protocol trains when it is labelled `efficiency`, has an `outcome` in [0, 1] "
+            "and the policy allows Tier 3"
+        )
     return data
 
 
