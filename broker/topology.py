@@ -36,6 +36,8 @@ from mshale_fl.schemas.rpc import RECEIPT_QUEUE, RECEIPT_ROUTING_SUFFIX
 from mshale_fl.config import Settings
 
 EVENTS_EXCHANGE = "mshale.events"
+GRID_EXCHANGE = "mshale.grid"
+"""Flower messages of federated training (declared by the training server, see mshale_fl.federation)."""
 UNROUTABLE_EXCHANGE = "mshale.unroutable"
 UNROUTABLE_QUEUE = "mshale.unroutable"
 DEAD_LETTER_EXCHANGE = "mshale.dlx"

@@ -29,4 +29,8 @@ class LedgerWorkerHandler:
 
 
 def ledger_processor(settings: Settings) -> InboxProcessor:
+    # Opacus (and torch under it) takes seconds to import; doing it inside the first budget
+    # transaction would hold the ledger's write lock that long, so import it before consuming.
+    import opacus.accountants.analysis.rdp  # noqa: F401
+
     return InboxProcessor(LedgerWorkerHandler(), open_ledger(settings=settings))

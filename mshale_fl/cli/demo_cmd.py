@@ -27,5 +27,5 @@ def demo(
         typer.echo(json.dumps(report.as_json(), sort_keys=True))
     else:
         print_summary(report, console)
-    if not report.audit.get("ok"):
+    if not (report.audit.get("ok") and report.replay.get("ok")):
         raise typer.Exit(1)

@@ -100,12 +100,18 @@ class Demo:
             self._step(f"start the Mishale workers ({', '.join(WORKER_ROLES)})", lambda: self._start(workers))
             keys: dict[str, str] = {}
             self._step("register three partners with different tiers", lambda: keys.update(self._register()))
-            for partner in PARTNERS:
+            for partner_id, tier in (("demo-alpha", 1), ("demo-beta", 2)):
                 self._step(
-                    f"{partner.partner_id}: extract its corpus locally",
-                    lambda partner=partner: self._extract(partner),
+                    f"{partner_id}: extract its corpus locally at Tier {tier} and submit what may leave",
+                    lambda partner_id=partner_id, tier=tier: self._extract_and_submit(partner_id, tier, keys[partner_id]),
                 )
-            self._step("demo-alpha: submit its Tier 1 specs", lambda: self._submit("demo-alpha", keys["demo-alpha"]))
+            # The partner's own config allows vectors, but Mishale's ledger grants it Tier 1 only:
+            # the validator rejects the batch and the partner gets the reason back.
+            self._step(
+                "demo-alpha: try Tier 2 vectors beyond its tier (rejected by Mishale)",
+                lambda: self._extract_and_submit("demo-alpha", 2, keys["demo-alpha"], expect_rejection=True),
+            )
+            self._step("replay the event stream against the audit log", self._replay)
             self._check_workers(workers)
         finally:
             if not self.keep_running:
@@ -175,32 +181,42 @@ class Demo:
     def _partner_dir(self, partner_id: str) -> Path:
         return self.home / "partners" / partner_id
 
-    def _extract(self, partner: DemoPartner) -> None:
-        corpus = self._partner_dir(partner.partner_id) / "lab-protocols"
-        shutil.copytree(EXAMPLE_CORPUS, corpus)
+    def _extract_and_submit(self, partner_id: str, tier: int, api_key: str, *, expect_rejection: bool = False) -> None:
+        corpus = self._partner_dir(partner_id) / "lab-protocols"
+        if not corpus.exists():
+            shutil.copytree(EXAMPLE_CORPUS, corpus)
+        output = self._partner_dir(partner_id) / f"tier{tier}"
         self._cli(
-            "extract", "--tier", str(min(partner.tier, 2)), "--corpus", str(corpus),
-            "--output", str(self._partner_dir(partner.partner_id) / "specs"),
-            partner_home=partner.partner_id,
+            "extract", "--tier", str(tier), "--corpus", str(corpus), "--output", str(output),
+            partner_home=partner_id,
         )  # fmt: skip
-
-    def _submit(self, partner_id: str, api_key: str) -> None:
-        output = self._cli(
-            "submit", "--specs", str(self._partner_dir(partner_id) / "specs"), "--json",
+        submitted = self._cli(
+            "submit", "--specs", str(output), "--json",
             partner_home=partner_id, extra_env={"MSHALE_API_KEY": api_key},
+            ok_codes=(1,) if expect_rejection else (0,),
         )  # fmt: skip
-        result = json.loads(output)
+        result = json.loads(submitted)
         for receipt in result.get("receipts", []):
-            self.report.receipts.append({"partner_id": partner_id, **receipt})
+            self.report.receipts.append({"partner_id": partner_id, "tier": tier, **receipt})
         for withheld in result.get("withheld", []):
             self.report.receipts.append(
                 {
                     "partner_id": partner_id,
+                    "tier": tier,
                     "source": withheld["source"],
                     "status": "withheld",
                     "reasons": [{"code": withheld["reason"]}],
                 }
             )
+
+    def _replay(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "mshale_fl.cli", "audit", "replay", "--from", "first", "--json"],
+            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if result.returncode not in (0, 1):
+            raise DemoFailed(f"`mshale-fl audit replay` failed: {result.stderr.strip() or result.stdout.strip()}")
+        self.report.replay = json.loads(result.stdout)
 
     def _verify_audit(self) -> None:
         result = subprocess.run(
@@ -212,7 +228,11 @@ class Demo:
         self.report.audit = json.loads(result.stdout)
 
     def _cli(
-        self, *args: str, partner_home: str | None = None, extra_env: dict[str, str] | None = None
+        self,
+        *args: str,
+        partner_home: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        ok_codes: tuple[int, ...] = (0,),
     ) -> str:
         env = {**os.environ, **self.env, **(extra_env or {})}
         if partner_home is not None:
@@ -221,7 +241,7 @@ class Demo:
         result = subprocess.run(
             [sys.executable, "-m", "mshale_fl.cli", *args], env=env, capture_output=True, text=True, timeout=600
         )
-        if result.returncode != 0:
+        if result.returncode not in ok_codes:
             raise DemoFailed(
                 f"`mshale-fl {' '.join(args[:2])}` exited with {result.returncode}: "
                 f"{(result.stderr or result.stdout).strip()[-2000:]}"
@@ -234,10 +254,11 @@ def print_summary(report: DemoReport, console: Console) -> None:
     for partner in report.partners:
         partners.add_row(partner["partner_id"], str(partner["tier"]), ", ".join(partner["agreements"]) or "-")
     console.print(partners)
-    receipts = Table("partner", "protocol", "result", "reasons", title="Submissions")
+    receipts = Table("partner", "tier", "protocol", "result", "reasons", title="Submissions")
     for receipt in report.receipts:
         receipts.add_row(
             str(receipt.get("partner_id", "")),
+            str(receipt.get("tier", "")),
             str(receipt.get("source", receipt.get("content_hash", ""))[:40]),
             str(receipt.get("status", "")),
             "; ".join(reason.get("code", "") for reason in receipt.get("reasons", [])) or "-",
@@ -248,5 +269,11 @@ def print_summary(report: DemoReport, console: Console) -> None:
         f"Audit log: {audit.get('entries', '?')} entries, signed root {audit.get('verified_root') or '-'} "
         f"at size {audit.get('verified_size', '?')}, "
         f"verified: {'yes' if audit.get('ok') else 'NO'}"
+    )
+    replay = report.replay
+    console.print(
+        f"Replay of mshale.events.log: {replay.get('compared', '?')} events compared with the log, "
+        f"{(replay.get('skipped') or {}).get('checkpoints', 0)} checkpoint announcements skipped, "
+        f"match: {'yes' if replay.get('ok') else 'NO: ' + str(replay.get('first_problem'))}"
     )
     console.print(f"Finished in {report.seconds:.1f} s")

@@ -31,9 +31,9 @@ from google.protobuf.message import DecodeError
 from pamqp.commands import Basic
 from pydantic import Field
 
+from mshale_fl.broker.topology import GRID_EXCHANGE
 from mshale_fl.schemas.common import PartnerId, StrictModel, UtcDatetime
 
-GRID_EXCHANGE = "mshale.grid"
 REPLY_QUEUE = "mshale.grid.replies"
 PRESENCE_QUEUE = "mshale.grid.presence"
 

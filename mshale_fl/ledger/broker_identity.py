@@ -30,11 +30,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from mshale_fl.broker.topology import EVENTS_EXCHANGE, GRID_EXCHANGE
 from mshale_fl.config import Settings
 from mshale_fl.ledger.errors import LedgerError
 from mshale_fl.logging import get_logger
 
-EVENTS_EXCHANGE = "mshale.events"
 BROKER_PASSWORD_CONTEXT = b"mshale-broker-password"
 
 log = get_logger(__name__)
@@ -49,13 +49,23 @@ def broker_password(api_key: str) -> str:
 
 
 @dataclass(frozen=True)
+class TopicPermission:
+    """Routing keys a user may publish (`write`) and bind to (`read`) on one topic exchange."""
+
+    exchange: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True)
 class PartnerPermissions:
     configure: str
     write: str
     read: str
-    topic_exchange: str
-    topic_write: str
-    topic_read: str
+    topics: tuple[TopicPermission, ...]
+
+    def topic(self, exchange: str) -> TopicPermission:
+        return next(topic for topic in self.topics if topic.exchange == exchange)
 
 
 def partner_permissions(partner_id: str) -> PartnerPermissions:
@@ -66,18 +76,26 @@ def partner_permissions(partner_id: str) -> PartnerPermissions:
     """
     own = re.escape(partner_id)
     own_queues = rf"amq\.gen-.*|mshale\.reply\.{own}\..*"
-    events = re.escape(EVENTS_EXCHANGE)
+    exchanges = f"{re.escape(EVENTS_EXCHANGE)}|{re.escape(GRID_EXCHANGE)}"
     return PartnerPermissions(
         # Server-named (exclusive) queues and its own named reply queues; nothing shared.
         configure=rf"^({own_queues})$",
-        # Publish to the events exchange (topic-restricted below); bind its own queues (write on the queue).
-        write=rf"^({events}|{own_queues})$",
-        # Consume its own queues; bind them to the events exchange (read on the source exchange),
-        # with binding keys limited to its own prefix by `topic_read`. No worker queue, no stream.
-        read=rf"^({events}|{own_queues})$",
-        topic_exchange=EVENTS_EXCHANGE,
-        topic_write=r"^{username}\.",
-        topic_read=r"^{username}\.",
+        # Publish to the events and grid exchanges (topic-restricted below); bind its own queues
+        # (write on the queue).
+        write=rf"^({exchanges}|{own_queues})$",
+        # Consume its own queues; bind them to the exchanges (read on the source exchange), with
+        # binding keys limited by the topic permissions. No worker queue, no stream.
+        read=rf"^({exchanges}|{own_queues})$",
+        topics=(
+            TopicPermission(EVENTS_EXCHANGE, write=r"^{username}\.", read=r"^{username}\."),
+            # Without a topic permission on mshale.grid RabbitMQ would allow any key there, and a
+            # partner could bind `*.grid.reply` and read every other partner's model updates.
+            TopicPermission(
+                GRID_EXCHANGE,
+                write=r"^{username}\.grid\.(reply|hello|bye)$",
+                read=r"^{username}\.grid\.instruction$",
+            ),
+        ),
     )
 
 
@@ -187,16 +205,13 @@ class BrokerAdmin:
             ok=(201, 204),
             json={"configure": permissions.configure, "write": permissions.write, "read": permissions.read},
         )
-        self._request(
-            "PUT",
-            f"/api/topic-permissions/{vhost}/{user}",
-            ok=(201, 204),
-            json={
-                "exchange": permissions.topic_exchange,
-                "write": permissions.topic_write,
-                "read": permissions.topic_read,
-            },
-        )
+        for topic in permissions.topics:
+            self._request(
+                "PUT",
+                f"/api/topic-permissions/{vhost}/{user}",
+                ok=(201, 204),
+                json={"exchange": topic.exchange, "write": topic.write, "read": topic.read},
+            )
 
     def delete_partner(self, partner_id: str, *, reason: str = "partner revoked", wait_seconds: float = 5.0) -> None:
         """Delete the user (no new logins) and close every connection it still has (no more traffic).

@@ -40,14 +40,22 @@ def test_demo_runs_end_to_end_twice_and_leaves_nothing_behind(tmp_path: Path) ->
     home = tmp_path / "demo"
     for _ in range(2):  # it can run again: fresh vhost, fresh state, same outcome
         summary = _run_demo(home)
-        by_status: dict[str, list[dict]] = {}
-        for receipt in summary["receipts"]:
-            by_status.setdefault(receipt["status"], []).append(receipt)
-        assert {r["source"] for r in by_status["accepted"]} == {"plasmid-miniprep.md", "pcr-colony-screen.txt"}
-        withheld = {r["source"]: r["reasons"][0]["code"] for r in by_status["withheld"]}
-        assert withheld["proprietary-lysis.md"] == "full_ip_never_leaves"
-        assert withheld["internal/bead-cleanup.md"] == "internal_at_most_vectors"
-        assert "rejected" not in by_status
+        outcome = {
+            (r["partner_id"], r["tier"], r["source"]): (r["status"], [reason["code"] for reason in r["reasons"] or []])
+            for r in summary["receipts"]
+        }
+        # Tier 1: only published specs leave; the rest is withheld with its reason.
+        assert outcome[("demo-alpha", 1, "plasmid-miniprep.md")] == ("accepted", [])
+        assert outcome[("demo-alpha", 1, "pcr-colony-screen.txt")] == ("accepted", [])
+        assert outcome[("demo-alpha", 1, "proprietary-lysis.md")] == ("withheld", ["full_ip_never_leaves"])
+        assert outcome[("demo-alpha", 1, "internal/bead-cleanup.md")] == ("withheld", ["internal_at_most_vectors"])
+        # Tier 2 with a DPA: vectors of everything but full-ip are accepted.
+        beta = {source: status for (partner, _, source), (status, _) in outcome.items() if partner == "demo-beta"}
+        assert beta.pop("proprietary-lysis.md") == "withheld"
+        assert set(beta.values()) == {"accepted"} and len(beta) == 4
+        # A Tier 1 partner sending vectors is rejected by Mishale, with the reason.
+        assert outcome[("demo-alpha", 2, "plasmid-miniprep.md")] == ("rejected", ["tier.not_granted"])
+        assert summary["replay"]["ok"] is True and summary["replay"]["compared"] == summary["audit"]["entries"]
         assert [p["tier"] for p in summary["partners"]] == [1, 2, 3]
         audit = summary["audit"]
         assert audit["ok"] is True

@@ -1,8 +1,8 @@
 """A partner logged in as its own broker user, with the permissions the grid needs, and nothing more.
 
-The permissions are the ledger's `partner_permissions` (vhost permissions and the topic permission
-on `mshale.events`) plus what the grid adds on `mshale.grid` (GRID_PERMISSIONS below, reported for
-`broker_identity.partner_permissions`). RabbitMQ enforces them: the partner runs a node, but cannot
+The permissions are exactly the ledger's `partner_permissions` (vhost permissions and topic
+permissions on `mshale.events` and `mshale.grid`), applied as `partners add` does. RabbitMQ
+enforces them: the partner runs a node, but cannot
 reply or say hello as another partner, nor bind its queue to another partner's instructions or to
 the replies of others.
 """
@@ -21,56 +21,25 @@ from aiormq.exceptions import ChannelAccessRefused
 from flwr.supercore.run import Run
 
 from mshale_fl.federation import AmqpGrid, PartnerNode, node_id_for, wire
-from mshale_fl.ledger.broker_identity import partner_permissions
-from mshale_fl.testing.rabbitmq import amqp_url, management_client
+from mshale_fl.ledger.broker_identity import BrokerAdmin
+from mshale_fl.testing.rabbitmq import MANAGEMENT_URL, amqp_url, management_client
 
 from .support import echo_app, running_nodes, train_message
 
 pytestmark = pytest.mark.rabbitmq
 
 
-def grid_permissions(partner_id: str) -> dict[str, str]:
-    """What the grid needs beyond the ledger's partner permissions (see the module docstring)."""
-    grid = re.escape(wire.GRID_EXCHANGE)
-    return {
-        "write": grid,  # publish replies and hellos to mshale.grid
-        "read": grid,  # bind its own queue to mshale.grid
-        "topic_write": r"^{username}\.grid\.(reply|hello|bye)$",
-        "topic_read": r"^{username}\.grid\.instruction$",
-    }
-
-
 @pytest.fixture
 def partner_url(vhost: str) -> Iterator[tuple[str, str]]:
+    """A partner user with exactly the ledger's permissions (what `partners add` gives)."""
     partner_id = f"lab-{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
-    base = partner_permissions(partner_id)
-    extra = grid_permissions(partner_id)
-
-    def widen(pattern: str, alternative: str) -> str:
-        assert pattern.startswith("^(") and pattern.endswith(")$")
-        return f"^({alternative}|{pattern[2:-2]})$"
-
-    user, path = quote(partner_id, safe=""), quote(vhost, safe="")
+    user = quote(partner_id, safe="")
     with management_client() as client:
         client.put(f"/api/users/{user}", json={"password": password, "tags": ""}).raise_for_status()
         try:
-            client.put(
-                f"/api/permissions/{path}/{user}",
-                json={
-                    "configure": base.configure,
-                    "write": widen(base.write, extra["write"]),
-                    "read": widen(base.read, extra["read"]),
-                },
-            ).raise_for_status()
-            client.put(
-                f"/api/topic-permissions/{path}/{user}",
-                json={"exchange": base.topic_exchange, "write": base.topic_write, "read": base.topic_read},
-            ).raise_for_status()
-            client.put(
-                f"/api/topic-permissions/{path}/{user}",
-                json={"exchange": wire.GRID_EXCHANGE, "write": extra["topic_write"], "read": extra["topic_read"]},
-            ).raise_for_status()
+            with BrokerAdmin(MANAGEMENT_URL, "guest", "guest", vhost) as admin:
+                admin.apply_permissions(partner_id)
             yield partner_id, amqp_url(vhost, partner_id, password)
         finally:
             client.delete(f"/api/users/{user}")
@@ -149,14 +118,16 @@ def test_a_partner_without_the_grid_permissions_gets_one_clear_error(broker_url:
 
     partner_id = f"lab-{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
-    base = partner_permissions(partner_id)
     user, path = quote(partner_id, safe=""), quote(vhost, safe="")
+    # A user provisioned before the grid existed: the events exchange and its own queues only.
+    own = rf"amq\.gen-.*|mshale\.reply\.{re.escape(partner_id)}\..*"
+    old = {"configure": rf"^({own})$", "write": rf"^(mshale\.events|{own})$", "read": rf"^(mshale\.events|{own})$"}
     with AmqpGrid(broker_url), management_client() as client:
         client.put(f"/api/users/{user}", json={"password": password, "tags": ""}).raise_for_status()
         try:
             client.put(
                 f"/api/permissions/{path}/{user}",
-                json={"configure": base.configure, "write": base.write, "read": base.read},
+                json=old,
             ).raise_for_status()
             node = PartnerNode(amqp_url(vhost, partner_id, password), partner_id, echo_app(), heartbeat_seconds=0.3)
             with pytest.raises(BrokerError, match="needs the grid permissions"):

@@ -80,8 +80,11 @@ async def publish(connection: aio_pika.abc.AbstractConnection, *, routing_key: s
 
 def test_partner_permissions_are_confined_to_its_own_names() -> None:
     permissions = partner_permissions("lab-a")
-    assert permissions.topic_exchange == "mshale.events"
-    assert permissions.topic_write == r"^{username}\."  # expanded by RabbitMQ to the authenticated user
+    events, grid = permissions.topic("mshale.events"), permissions.topic("mshale.grid")
+    assert events.write == r"^{username}\."  # expanded by RabbitMQ to the authenticated user
+    # On the grid a partner may only reply/announce as itself and bind its own instructions.
+    assert grid.write == r"^{username}\.grid\.(reply|hello|bye)$"
+    assert grid.read == r"^{username}\.grid\.instruction$"
 
     def allows(pattern: str, name: str) -> bool:
         return re.search(pattern, name) is not None
@@ -96,10 +99,10 @@ def test_partner_permissions_are_confined_to_its_own_names() -> None:
         "mshale.events.log",
     ):
         assert not allows(permissions.configure, name)
-        # Read on the events exchange lets it bind its reply queues (keys limited by topic_read).
+        # Read on the events exchange lets it bind its reply queues (keys limited by topic read).
         assert allows(permissions.read, name) == (name == "mshale.events")
-    assert permissions.topic_read == r"^{username}\."
-    assert allows(permissions.write, "mshale.events")
+    assert events.read == r"^{username}\."
+    assert allows(permissions.write, "mshale.events") and allows(permissions.write, "mshale.grid")
     for name in ("mshale.events.log", "mshale.events.dlx", "amq.default", "ledger", "mshale.reply.lab-b.x"):
         assert not allows(permissions.write, name)
 
