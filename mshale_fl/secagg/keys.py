@@ -14,8 +14,14 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
@@ -49,7 +55,9 @@ class KeyAdvertisement:
     signature: bytes
 
 
-def _advertisement_transcript(round_id: bytes, partner_id: str, c_pk: bytes, s_pk: bytes) -> bytes:
+def _advertisement_transcript(
+    round_id: bytes, partner_id: str, c_pk: bytes, s_pk: bytes
+) -> bytes:
     pid = partner_id.encode()
     # Length prefixes make the transcript unambiguous, so no two different fields sign the same bytes.
     parts = [_DOMAIN, b"advertise", round_id, pid, c_pk, s_pk]
@@ -67,15 +75,21 @@ class RoundKeys:
     def generate(cls) -> RoundKeys:
         return cls(X25519PrivateKey.generate(), X25519PrivateKey.generate())
 
-    def advertise(self, partner_id: str, round_id: bytes, identity: Ed25519PrivateKey) -> KeyAdvertisement:
+    def advertise(
+        self, partner_id: str, round_id: bytes, identity: Ed25519PrivateKey
+    ) -> KeyAdvertisement:
         c_pk = raw_public(self.encryption_key.public_key())
         s_pk = raw_public(self.masking_key.public_key())
-        signature = identity.sign(_advertisement_transcript(round_id, partner_id, c_pk, s_pk))
+        signature = identity.sign(
+            _advertisement_transcript(round_id, partner_id, c_pk, s_pk)
+        )
         return KeyAdvertisement(partner_id, c_pk, s_pk, signature)
 
 
 def verify_advertisement(
-    advertisement: KeyAdvertisement, round_id: bytes, identity_public_key: Ed25519PublicKey
+    advertisement: KeyAdvertisement,
+    round_id: bytes,
+    identity_public_key: Ed25519PublicKey,
 ) -> None:
     """Raise `KeySubstitutionError` unless the keys carry the partner's identity signature for this round."""
     transcript = _advertisement_transcript(
@@ -104,20 +118,34 @@ def _derive(private: X25519PrivateKey, peer_public: bytes, info: bytes) -> bytes
         shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:  # a low-order point gives an all-zero secret
         raise SecAggError(f"key agreement failed: {exc}") from None
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+        shared
+    )
 
 
 def pairwise_mask_seed(
-    masking_key: X25519PrivateKey, peer_masking_public: bytes, round_id: bytes, me: str, peer: str
+    masking_key: X25519PrivateKey,
+    peer_masking_public: bytes,
+    round_id: bytes,
+    me: str,
+    peer: str,
 ) -> bytes:
     """The 32-byte seed both partners of a pair derive for their shared mask."""
-    return _derive(masking_key, peer_masking_public, _pair_info(b"mask", round_id, me, peer))
+    return _derive(
+        masking_key, peer_masking_public, _pair_info(b"mask", round_id, me, peer)
+    )
 
 
 def pairwise_aead_key(
-    encryption_key: X25519PrivateKey, peer_encryption_public: bytes, round_id: bytes, me: str, peer: str
+    encryption_key: X25519PrivateKey,
+    peer_encryption_public: bytes,
+    round_id: bytes,
+    me: str,
+    peer: str,
 ) -> bytes:
-    return _derive(encryption_key, peer_encryption_public, _pair_info(b"aead", round_id, me, peer))
+    return _derive(
+        encryption_key, peer_encryption_public, _pair_info(b"aead", round_id, me, peer)
+    )
 
 
 def _share_aad(round_id: bytes, sender: str, recipient: str) -> bytes:
@@ -126,12 +154,18 @@ def _share_aad(round_id: bytes, sender: str, recipient: str) -> bytes:
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
-def encrypt_for(key: bytes, round_id: bytes, sender: str, recipient: str, plaintext: bytes) -> bytes:
+def encrypt_for(
+    key: bytes, round_id: bytes, sender: str, recipient: str, plaintext: bytes
+) -> bytes:
     nonce = os.urandom(_NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_aad(round_id, sender, recipient))
+    return nonce + AESGCM(key).encrypt(
+        nonce, plaintext, _share_aad(round_id, sender, recipient)
+    )
 
 
-def decrypt_from(key: bytes, round_id: bytes, sender: str, recipient: str, ciphertext: bytes) -> bytes:
+def decrypt_from(
+    key: bytes, round_id: bytes, sender: str, recipient: str, ciphertext: bytes
+) -> bytes:
     nonce, body = ciphertext[:_NONCE_BYTES], ciphertext[_NONCE_BYTES:]
     try:
         return AESGCM(key).decrypt(nonce, body, _share_aad(round_id, sender, recipient))

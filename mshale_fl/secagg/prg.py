@@ -19,7 +19,9 @@ _ZERO_COUNTER = bytes(16)
 
 def modulus_mask(modulus_bits: int) -> np.uint64:
     if not 1 <= modulus_bits <= MAX_MODULUS_BITS:
-        raise ValueError(f"modulus_bits must be in 1..{MAX_MODULUS_BITS}, not {modulus_bits}")
+        raise ValueError(
+            f"modulus_bits must be in 1..{MAX_MODULUS_BITS}, not {modulus_bits}"
+        )
     return np.uint64((1 << modulus_bits) - 1)
 
 

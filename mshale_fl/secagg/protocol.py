@@ -27,7 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from mshale_fl.logging import get_logger
@@ -77,11 +80,12 @@ class RoundConfig:
         if len(set(self.partner_ids)) != n:
             raise ValueError("partner ids in a round must be distinct")
         modulus_mask(self.modulus_bits)
-        if self.neighbours is not None:
-            if not 2 <= self.neighbours < n or self.neighbours % 2:
-                raise ValueError(
-                    f"SecAgg+ needs an even neighbour count in 2..{n - 1}, not {self.neighbours}"
-                )
+        if self.neighbours is not None and (
+            not 2 <= self.neighbours < n or self.neighbours % 2
+        ):
+            raise ValueError(
+                f"SecAgg+ needs an even neighbour count in 2..{n - 1}, not {self.neighbours}"
+            )
         holders = n if self.neighbours is None else self.neighbours + 1
         if not 2 <= self.threshold <= holders:
             raise ValueError(
@@ -94,7 +98,9 @@ class RoundConfig:
         try:
             return self.partner_ids.index(partner_id)
         except ValueError:
-            raise ProtocolStateError(f"{partner_id!r} is not in this round's cohort") from None
+            raise ProtocolStateError(
+                f"{partner_id!r} is not in this round's cohort"
+            ) from None
 
     def x_of(self, partner_id: str) -> int:
         return self.index(partner_id) + 1
@@ -115,7 +121,9 @@ def neighbour_graph(
     ids = list(partner_ids)
     if neighbours is None:
         return {p: frozenset(ids) - {p} for p in ids}
-    order = sorted(ids, key=lambda p: hashlib.sha256(round_seed + b"/order/" + p.encode()).digest())
+    order = sorted(
+        ids, key=lambda p: hashlib.sha256(round_seed + b"/order/" + p.encode()).digest()
+    )
     n, half = len(order), neighbours // 2
     graph: dict[str, set[str]] = {p: set() for p in ids}
     for i, p in enumerate(order):
@@ -144,12 +152,23 @@ class UnmaskRequest:
 
 @dataclass(frozen=True)
 class UnmaskResponse:
-    self_mask_shares: Mapping[str, bytes]  # partner -> serialised share of b_partner (survivors)
-    masking_key_shares: Mapping[str, bytes]  # partner -> serialised share of s_partner^SK (dropped)
+    self_mask_shares: Mapping[
+        str, bytes
+    ]  # partner -> serialised share of b_partner (survivors)
+    masking_key_shares: Mapping[
+        str, bytes
+    ]  # partner -> serialised share of s_partner^SK (dropped)
 
 
-def _share_plaintext(sender: str, recipient: str, b_share: shamir.Share, s_share: shamir.Share) -> bytes:
-    parts = [sender.encode(), recipient.encode(), b_share.to_bytes(), s_share.to_bytes()]
+def _share_plaintext(
+    sender: str, recipient: str, b_share: shamir.Share, s_share: shamir.Share
+) -> bytes:
+    parts = [
+        sender.encode(),
+        recipient.encode(),
+        b_share.to_bytes(),
+        s_share.to_bytes(),
+    ]
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
@@ -203,16 +222,22 @@ class SecAggClient:
     # Stage 0
     def advertise_keys(self) -> KeyAdvertisement:
         self._advance(0, "advertise keys")
-        return self._keys.advertise(self.partner_id, self.config.round_id, self._identity)
+        return self._keys.advertise(
+            self.partner_id, self.config.round_id, self._identity
+        )
 
     # Stage 1
-    def share_keys(self, advertisements: Mapping[str, KeyAdvertisement]) -> dict[str, bytes]:
+    def share_keys(
+        self, advertisements: Mapping[str, KeyAdvertisement]
+    ) -> dict[str, bytes]:
         """Verify neighbours' keys and return one encrypted share message per live neighbour."""
         self._advance(1, "share keys")
         cfg = self.config
         for pid, ad in advertisements.items():
             if pid != ad.partner_id:
-                raise ProtocolStateError(f"the advertisement filed under {pid!r} is for {ad.partner_id!r}")
+                raise ProtocolStateError(
+                    f"the advertisement filed under {pid!r} is for {ad.partner_id!r}"
+                )
             if pid not in self._neighbours and pid != self.partner_id:
                 continue
             if pid not in self._registry:
@@ -224,25 +249,37 @@ class SecAggClient:
             raw_public(self._keys.encryption_key.public_key()),
             raw_public(self._keys.masking_key.public_key()),
         )
-        if mine is None or (mine.encryption_public_key, mine.masking_public_key) != own_keys:
-            raise ProtocolStateError("the server did not return this partner's own keys unchanged")
+        if (
+            mine is None
+            or (mine.encryption_public_key, mine.masking_public_key) != own_keys
+        ):
+            raise ProtocolStateError(
+                "the server did not return this partner's own keys unchanged"
+            )
         live = sorted(self._peer_keys, key=cfg.index)
         _require(len(live), cfg.threshold, "share keys")
         self._self_seed = os.urandom(SEED_BYTES)
         xs = [cfg.x_of(p) for p in live]
         b_shares = shamir.split_secret(self._self_seed, cfg.threshold, xs)
-        s_shares = shamir.split_secret(raw_private(self._keys.masking_key), cfg.threshold, xs)
+        s_shares = shamir.split_secret(
+            raw_private(self._keys.masking_key), cfg.threshold, xs
+        )
         outbox: dict[str, bytes] = {}
         for pid, b_share, s_share in zip(live, b_shares, s_shares, strict=True):
             if pid == self.partner_id:
                 self._held_b[pid], self._held_s[pid] = b_share, s_share
                 continue
             key = pairwise_aead_key(
-                self._keys.encryption_key, self._peer_keys[pid].encryption_public_key,
-                cfg.round_id, self.partner_id, pid,
+                self._keys.encryption_key,
+                self._peer_keys[pid].encryption_public_key,
+                cfg.round_id,
+                self.partner_id,
+                pid,
             )
             plaintext = _share_plaintext(self.partner_id, pid, b_share, s_share)
-            outbox[pid] = encrypt_for(key, cfg.round_id, self.partner_id, pid, plaintext)
+            outbox[pid] = encrypt_for(
+                key, cfg.round_id, self.partner_id, pid, plaintext
+            )
         return outbox
 
     # Stage 2
@@ -257,17 +294,28 @@ class SecAggClient:
             )
         for sender, ciphertext in inbox.items():
             if sender not in self._peer_keys or sender == self.partner_id:
-                raise ProtocolStateError(f"shares arrived from {sender!r}, who is not a live neighbour")
+                raise ProtocolStateError(
+                    f"shares arrived from {sender!r}, who is not a live neighbour"
+                )
             key = pairwise_aead_key(
-                self._keys.encryption_key, self._peer_keys[sender].encryption_public_key,
-                cfg.round_id, self.partner_id, sender,
+                self._keys.encryption_key,
+                self._peer_keys[sender].encryption_public_key,
+                cfg.round_id,
+                self.partner_id,
+                sender,
             )
-            plaintext = decrypt_from(key, cfg.round_id, sender, self.partner_id, ciphertext)
+            plaintext = decrypt_from(
+                key, cfg.round_id, sender, self.partner_id, ciphertext
+            )
             from_id, to_id, b_share, s_share = _parse_share_plaintext(plaintext)
             if (from_id, to_id) != (sender, self.partner_id):
-                raise ProtocolStateError("a share message names the wrong sender or recipient")
+                raise ProtocolStateError(
+                    "a share message names the wrong sender or recipient"
+                )
             if b_share.x != cfg.x_of(self.partner_id) or s_share.x != b_share.x:
-                raise ProtocolStateError(f"the shares from {sender!r} are not at this partner's x")
+                raise ProtocolStateError(
+                    f"the shares from {sender!r} are not at this partner's x"
+                )
             self._held_b[sender], self._held_s[sender] = b_share, s_share
         self._mask_partners = frozenset(inbox)
         _require(len(self._mask_partners) + 1, cfg.threshold, "masked input")
@@ -277,8 +325,11 @@ class SecAggClient:
         me = cfg.index(self.partner_id)
         for peer in self._mask_partners:
             seed = pairwise_mask_seed(
-                self._keys.masking_key, self._peer_keys[peer].masking_public_key,
-                cfg.round_id, self.partner_id, peer,
+                self._keys.masking_key,
+                self._peer_keys[peer].masking_public_key,
+                cfg.round_id,
+                self.partner_id,
+                peer,
             )
             pairwise = expand_mask(seed, cfg.vector_length, cfg.modulus_bits)
             # uint64 arithmetic wraps modulo 2^64, which 2^k divides, so one final & is exact.
@@ -296,13 +347,18 @@ class SecAggClient:
                 "both secrets would expose their updates, so this partner refuses"
             )
         if self.partner_id not in request.survivors:
-            raise UnmaskRefusedError("this partner sent its masked input but is not listed as a survivor")
+            raise UnmaskRefusedError(
+                "this partner sent its masked input but is not listed as a survivor"
+            )
         relevant_survivors = request.survivors & set(self._held_b)
         _require(len(request.survivors), self.config.threshold, "unmasking")
         return UnmaskResponse(
-            self_mask_shares={p: self._held_b[p].to_bytes() for p in relevant_survivors},
+            self_mask_shares={
+                p: self._held_b[p].to_bytes() for p in relevant_survivors
+            },
             masking_key_shares={
-                p: self._held_s[p].to_bytes() for p in request.dropped & set(self._held_s)
+                p: self._held_s[p].to_bytes()
+                for p in request.dropped & set(self._held_s)
             },
         )
 
@@ -314,7 +370,9 @@ class SecAggServer:
     config: RoundConfig
     advertisements: dict[str, KeyAdvertisement] = field(default_factory=dict)
     share_senders: frozenset[str] = frozenset()
-    relayed: dict[str, frozenset[str]] = field(default_factory=dict)  # sender -> recipients
+    relayed: dict[str, frozenset[str]] = field(
+        default_factory=dict
+    )  # sender -> recipients
     masked_inputs: dict[str, np.ndarray] = field(default_factory=dict)
     request: UnmaskRequest | None = None
     reconstructed_self_seeds: dict[str, bytes] = field(default_factory=dict)
@@ -323,8 +381,12 @@ class SecAggServer:
     def __post_init__(self) -> None:
         cfg = self.config
         log.info(
-            "secagg.round.configured", round_id=cfg.round_id.hex(), partners=len(cfg.partner_ids),
-            threshold=cfg.threshold, neighbours=cfg.neighbours, modulus_bits=cfg.modulus_bits,
+            "secagg.round.configured",
+            round_id=cfg.round_id.hex(),
+            partners=len(cfg.partner_ids),
+            threshold=cfg.threshold,
+            neighbours=cfg.neighbours,
+            modulus_bits=cfg.modulus_bits,
             vector_length=cfg.vector_length,
         )
 
@@ -339,7 +401,9 @@ class SecAggServer:
         _require(len(self.advertisements), self.config.threshold, "advertise keys")
         return dict(self.advertisements)
 
-    def relay_shares(self, outboxes: Mapping[str, Mapping[str, bytes]]) -> dict[str, dict[str, bytes]]:
+    def relay_shares(
+        self, outboxes: Mapping[str, Mapping[str, bytes]]
+    ) -> dict[str, dict[str, bytes]]:
         """Stage 1 -> 2: record U2 and route each ciphertext to its recipient (the server cannot read it)."""
         senders = {p for p in outboxes if p in self.advertisements}
         self.share_senders = frozenset(senders)
@@ -356,28 +420,38 @@ class SecAggServer:
     def collect_masked_inputs(self, masked: Mapping[str, np.ndarray]) -> UnmaskRequest:
         """Stage 2 -> 3: record U3 (survivors) and name the dropped partners of U2."""
         cfg = self.config
-        inputs = {p: np.asarray(y, dtype=np.uint64) for p, y in masked.items() if p in self.share_senders}
+        inputs = {
+            p: np.asarray(y, dtype=np.uint64)
+            for p, y in masked.items()
+            if p in self.share_senders
+        }
         for p, y in inputs.items():
             if y.shape != (cfg.vector_length,):
-                raise ProtocolStateError(f"the masked input of {p!r} has shape {y.shape}")
+                raise ProtocolStateError(
+                    f"the masked input of {p!r} has shape {y.shape}"
+                )
         self.masked_inputs = inputs
         self._log_stage("masked input", inputs)
         _require(len(inputs), cfg.threshold, "masked input")
         survivors = frozenset(inputs)
-        self.request = UnmaskRequest(survivors=survivors, dropped=self.share_senders - survivors)
+        self.request = UnmaskRequest(
+            survivors=survivors, dropped=self.share_senders - survivors
+        )
         return self.request
 
     def unmask(self, responses: Mapping[str, UnmaskResponse]) -> np.ndarray:
         """Stage 3: reconstruct b for survivors and s^SK for dropped partners; return the sum mod 2^k."""
         if self.request is None:
-            raise ProtocolStateError("unmask called before the masked inputs were collected")
+            raise ProtocolStateError(
+                "unmask called before the masked inputs were collected"
+            )
         cfg, request = self.config, self.request
         responders = {p: r for p, r in responses.items() if p in request.survivors}
         self._log_stage("unmasking", responders)
         _require(len(responders), cfg.threshold, "unmasking")
         b_shares: dict[str, list[shamir.Share]] = {p: [] for p in request.survivors}
         s_shares: dict[str, list[shamir.Share]] = {p: [] for p in request.dropped}
-        for responder, response in responders.items():
+        for response in responders.values():
             for owner, data in response.self_mask_shares.items():
                 if owner in b_shares:
                     b_shares[owner].append(shamir.Share.from_bytes(data))
@@ -414,7 +488,11 @@ class SecAggServer:
                 if survivor not in self.relayed.get(dropped, ()):
                     continue
                 seed = pairwise_mask_seed(
-                    key, self.advertisements[survivor].masking_public_key, cfg.round_id, dropped, survivor
+                    key,
+                    self.advertisements[survivor].masking_public_key,
+                    cfg.round_id,
+                    dropped,
+                    survivor,
                 )
                 pairwise = expand_mask(seed, d, bits)
                 # Survivor v added +PRG(s_uv) if u > v and -PRG if u < v: undo its sign.
@@ -422,10 +500,19 @@ class SecAggServer:
                     total = total - pairwise
                 else:
                     total = total + pairwise
-        log.info("secagg.round.unmasked", round_id=cfg.round_id.hex(),
-                 survivors=len(request.survivors), dropped=len(request.dropped))
+        log.info(
+            "secagg.round.unmasked",
+            round_id=cfg.round_id.hex(),
+            survivors=len(request.survivors),
+            dropped=len(request.dropped),
+        )
         return total & modulus_mask(bits)
 
     def _log_stage(self, stage: str, present: Mapping | set) -> None:
-        log.info("secagg.stage", round_id=self.config.round_id.hex(), stage=stage,
-                 present=len(present), threshold=self.config.threshold)
+        log.info(
+            "secagg.stage",
+            round_id=self.config.round_id.hex(),
+            stage=stage,
+            present=len(present),
+            threshold=self.config.threshold,
+        )

@@ -37,7 +37,9 @@ class QuantizationConfig:
                 f"{self.max_examples} examples; raise modulus_bits or lower the bounds"
             )
         if self.scale <= 0:
-            raise ValueError("no room is left for the update values; raise modulus_bits")
+            raise ValueError(
+                "no room is left for the update values; raise modulus_bits"
+            )
 
     @property
     def scale(self) -> float:
@@ -58,8 +60,12 @@ def quantize_update(
 ) -> np.ndarray:
     """The update as a uint64 vector of length d + 1 in Z_{2^k}; the last element is num_examples."""
     if not 0 <= num_examples <= config.max_examples:
-        raise ValueError(f"num_examples must be in 0..{config.max_examples}, not {num_examples}")
-    values = np.clip(np.asarray(update, dtype=np.float64).ravel(), -config.clip, config.clip)
+        raise ValueError(
+            f"num_examples must be in 0..{config.max_examples}, not {num_examples}"
+        )
+    values = np.clip(
+        np.asarray(update, dtype=np.float64).ravel(), -config.clip, config.clip
+    )
     if not np.all(np.isfinite(values)):
         raise ValueError("the update contains NaN values")
     scaled = values * (num_examples * config.scale)
@@ -81,7 +87,9 @@ def to_signed(vector: np.ndarray, modulus_bits: int) -> np.ndarray:
     """Interpret elements of Z_{2^k} as two's-complement integers in [-2^(k-1), 2^(k-1))."""
     v = np.asarray(vector, dtype=np.uint64) & modulus_mask(modulus_bits)
     signed = v.astype(np.int64)
-    return np.where(signed >= 1 << (modulus_bits - 1), signed - (1 << modulus_bits), signed)
+    return np.where(
+        signed >= 1 << (modulus_bits - 1), signed - (1 << modulus_bits), signed
+    )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ class Share:
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
         if len(data) < 12 or (len(data) - 12) % _ELEMENT_BYTES:
-            raise ShareError(f"a serialised share has a malformed length ({len(data)} bytes)")
+            raise ShareError(
+                f"a serialised share has a malformed length ({len(data)} bytes)"
+            )
         x = int.from_bytes(data[0:4], "big")
         length = int.from_bytes(data[4:8], "big")
         threshold = int.from_bytes(data[8:12], "big")
@@ -47,7 +49,9 @@ class Share:
             for i in range(0, len(body), _ELEMENT_BYTES)
         )
         if len(values) != _chunk_count(length):
-            raise ShareError("a serialised share does not match its declared secret length")
+            raise ShareError(
+                "a serialised share does not match its declared secret length"
+            )
         return cls(x=x, values=values, secret_length=length, threshold=threshold)
 
 
@@ -61,7 +65,9 @@ def split_secret(secret: bytes, threshold: int, xs: list[int] | range) -> list[S
     if threshold < 1:
         raise ValueError(f"the threshold must be at least 1, not {threshold}")
     if threshold > len(xs):
-        raise ValueError(f"a threshold of {threshold} needs at least that many shares, not {len(xs)}")
+        raise ValueError(
+            f"a threshold of {threshold} needs at least that many shares, not {len(xs)}"
+        )
     if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
         raise ValueError("share x coordinates must be distinct and in 1..p-1")
     chunks = [
@@ -69,10 +75,16 @@ def split_secret(secret: bytes, threshold: int, xs: list[int] | range) -> list[S
         for i in range(0, max(len(secret), 1), CHUNK_BYTES)
     ]
     # One polynomial per chunk: constant term is the chunk, other coefficients uniform in GF(p).
-    polys = [[c] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)] for c in chunks]
+    polys = [
+        [c] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)] for c in chunks
+    ]
     return [
-        Share(x=x, values=tuple(_evaluate(p, x) for p in polys), secret_length=len(secret),
-              threshold=threshold)
+        Share(
+            x=x,
+            values=tuple(_evaluate(p, x) for p in polys),
+            secret_length=len(secret),
+            threshold=threshold,
+        )
         for x in xs
     ]
 
@@ -111,13 +123,17 @@ def reconstruct_secret(shares: list[Share]) -> bytes:
         != (first.secret_length, first.threshold, len(first.values))
         for s in shares
     ):
-        raise ShareError("the shares belong to different secrets (lengths or thresholds differ)")
+        raise ShareError(
+            "the shares belong to different secrets (lengths or thresholds differ)"
+        )
     xs = [s.x for s in shares]
     if len(set(xs)) != len(xs):
         raise ShareError("two shares have the same x coordinate")
     t = first.threshold
     if len(shares) < t:
-        raise ShareError(f"{len(shares)} shares cannot reconstruct a secret with threshold {t}")
+        raise ShareError(
+            f"{len(shares)} shares cannot reconstruct a secret with threshold {t}"
+        )
     base, extra = shares[:t], shares[t:]
     base_xs = [s.x for s in base]
     weights0 = _lagrange_at(base_xs, 0)
@@ -128,9 +144,13 @@ def reconstruct_secret(shares: list[Share]) -> bytes:
     for s in extra:
         weights = _lagrange_at(base_xs, s.x)
         for k, value in enumerate(s.values):
-            expected = sum(w * b.values[k] for w, b in zip(weights, base, strict=True)) % PRIME
+            expected = (
+                sum(w * b.values[k] for w, b in zip(weights, base, strict=True)) % PRIME
+            )
             if expected != value:
-                raise ShareError(f"the share at x={s.x} is inconsistent with the others")
+                raise ShareError(
+                    f"the share at x={s.x} is inconsistent with the others"
+                )
     return _chunks_to_bytes(chunks, first.secret_length)
 
 
@@ -141,7 +161,9 @@ def _chunks_to_bytes(chunks: list[int], length: int) -> bytes:
         if size <= 0:
             break
         if chunk >= 1 << (8 * size):
-            raise ShareError("the reconstructed value does not fit the secret (corrupted shares)")
+            raise ShareError(
+                "the reconstructed value does not fit the secret (corrupted shares)"
+            )
         out += chunk.to_bytes(size, "big")
     if len(out) != length:
         raise ShareError("the reconstructed secret has the wrong length")

@@ -6,7 +6,8 @@ server objects over Flower messages instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +20,10 @@ from mshale_fl.secagg.protocol import RoundConfig, SecAggClient, SecAggServer
 class Dropouts:
     """Partners that stop answering before each stage (cumulative: a dropped partner stays dropped)."""
 
-    before_advertise: Set[str] = frozenset()
-    before_share_keys: Set[str] = frozenset()
-    before_masked_input: Set[str] = frozenset()
-    before_unmask: Set[str] = frozenset()
+    before_advertise: AbstractSet[str] = frozenset()
+    before_share_keys: AbstractSet[str] = frozenset()
+    before_masked_input: AbstractSet[str] = frozenset()
+    before_unmask: AbstractSet[str] = frozenset()
 
 
 @dataclass
@@ -32,7 +33,9 @@ class RoundResult:
     clients: dict[str, SecAggClient] = field(default_factory=dict)
 
 
-def make_identities(partner_ids: list[str] | tuple[str, ...]) -> dict[str, Ed25519PrivateKey]:
+def make_identities(
+    partner_ids: list[str] | tuple[str, ...],
+) -> dict[str, Ed25519PrivateKey]:
     return {p: Ed25519PrivateKey.generate() for p in partner_ids}
 
 
@@ -45,7 +48,9 @@ def run_round(
     """Run the four stages; raises `TooFewSurvivorsError` when the dropouts leave fewer than t."""
     identities = identities or make_identities(config.partner_ids)
     registry = {p: k.public_key() for p, k in identities.items()}
-    clients = {p: SecAggClient(p, identities[p], config, registry) for p in config.partner_ids}
+    clients = {
+        p: SecAggClient(p, identities[p], config, registry) for p in config.partner_ids
+    }
     server = SecAggServer(config)
     gone = set(dropouts.before_advertise)
 
@@ -57,10 +62,16 @@ def run_round(
     inboxes = server.relay_shares(outboxes)
 
     gone |= dropouts.before_masked_input
-    masked = {p: clients[p].mask_input(inboxes[p], inputs[p]) for p in inboxes if p not in gone}
+    masked = {
+        p: clients[p].mask_input(inboxes[p], inputs[p])
+        for p in inboxes
+        if p not in gone
+    }
     request = server.collect_masked_inputs(masked)
 
     gone |= dropouts.before_unmask
-    responses = {p: clients[p].unmask(request) for p in request.survivors if p not in gone}
+    responses = {
+        p: clients[p].unmask(request) for p in request.survivors if p not in gone
+    }
     total = server.unmask(responses)
     return RoundResult(total=total, server=server, clients=clients)

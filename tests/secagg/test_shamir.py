@@ -43,16 +43,26 @@ def test_fewer_than_threshold_shares_say_nothing_about_the_secret() -> None:
     share = split_secret(b"\x00" * 15, 2, [1, 2])[0]
     # Any secret s' can be completed with a second share that reconstructs it.
     for target in (b"\x00" * 15, b"\xff" * 15, os.urandom(15)):
-        slope = (share.values[0] - int.from_bytes(target, "big")) % PRIME  # p(1) = s' + slope
-        forged = Share(x=2, values=((int.from_bytes(target, "big") + 2 * slope) % PRIME,),
-                       secret_length=15, threshold=2)
+        slope = (
+            share.values[0] - int.from_bytes(target, "big")
+        ) % PRIME  # p(1) = s' + slope
+        forged = Share(
+            x=2,
+            values=((int.from_bytes(target, "big") + 2 * slope) % PRIME,),
+            secret_length=15,
+            threshold=2,
+        )
         assert reconstruct_secret([share, forged]) == target
 
 
 def test_inconsistent_extra_share_is_detected() -> None:
     shares = split_secret(os.urandom(32), 2, range(1, 5))
-    bad = Share(shares[3].x, (shares[3].values[0] ^ 1, *shares[3].values[1:]),
-                shares[3].secret_length, shares[3].threshold)
+    bad = Share(
+        shares[3].x,
+        (shares[3].values[0] ^ 1, *shares[3].values[1:]),
+        shares[3].secret_length,
+        shares[3].threshold,
+    )
     with pytest.raises(ShareError, match="inconsistent"):
         reconstruct_secret([*shares[:3], bad])
 
@@ -74,7 +84,8 @@ def test_share_serialisation_round_trips_and_rejects_garbage() -> None:
 
 
 @pytest.mark.parametrize(
-    ("threshold", "xs"), [(0, [1, 2]), (3, [1, 2]), (2, [1, 1]), (2, [0, 1]), (2, [1, PRIME])]
+    ("threshold", "xs"),
+    [(0, [1, 2]), (3, [1, 2]), (2, [1, 1]), (2, [0, 1]), (2, [1, PRIME])],
 )
 def test_invalid_split_parameters_raise(threshold: int, xs: list[int]) -> None:
     with pytest.raises(ValueError):
