@@ -173,3 +173,30 @@ def decrypt_from(
         raise SecAggError(
             f"the encrypted shares from {sender!r} to {recipient!r} failed authentication"
         ) from None
+
+
+def _survivors_transcript(round_id: bytes, survivors: frozenset[str]) -> bytes:
+    parts = [_DOMAIN, b"survivors", round_id, *(p.encode() for p in sorted(survivors))]
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def sign_survivors(
+    identity: Ed25519PrivateKey, round_id: bytes, survivors: frozenset[str]
+) -> bytes:
+    """A partner's statement that, in this round, exactly `survivors` sent masked input."""
+    return identity.sign(_survivors_transcript(round_id, survivors))
+
+
+def survivors_signature_valid(
+    signature: bytes,
+    round_id: bytes,
+    survivors: frozenset[str],
+    identity_public_key: Ed25519PublicKey,
+) -> bool:
+    try:
+        identity_public_key.verify(
+            signature, _survivors_transcript(round_id, survivors)
+        )
+    except InvalidSignature:
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""The four stages of secure aggregation (Bonawitz et al., CCS 2017) as pure client and server objects.
+"""The stages of secure aggregation (Bonawitz et al., CCS 2017) as pure client and server objects.
 
 Stages, with the sets of partners the server has heard from at each:
 0. advertise keys      -> U1: each client signs its two round public keys (see `keys`).
@@ -7,9 +7,10 @@ Stages, with the sets of partners the server has heard from at each:
                               AES-GCM under a key agreed with that neighbour; the server only relays.
 2. masked input        -> U3: y_u = x_u + PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv) mod 2^k,
                               over neighbours v in U2 (those whose shares u received).
-3. unmasking           -> U4: for survivors (U3) clients reveal shares of b_v; for dropped partners
-                              (U2 \\ U3) shares of s_v^SK; never both for one partner. The server
-                              rebuilds the masks and returns sum_{u in U3} x_u.
+3. consistency check   -> U4: each survivor signs the survivor set U3 with its identity key.
+4. unmasking           -> U5: given U3 with t signatures, clients reveal shares of b_v for survivors
+                              and of s_v^SK for dropped partners (U2 \\ U3); never both for one
+                              partner. The server rebuilds the masks and returns sum_{u in U3} x_u.
 
 Neighbours are everyone (Bonawitz) or, with `neighbours=k` (SecAgg+, Bell et al., CCS 2020), a
 k-regular graph derived from the public round seed. A partner that drops before sharing keys simply
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -51,6 +52,8 @@ from mshale_fl.secagg.keys import (
     pairwise_mask_seed,
     raw_private,
     raw_public,
+    sign_survivors,
+    survivors_signature_valid,
     verify_advertisement,
 )
 from mshale_fl.secagg.prg import SEED_BYTES, expand_mask, modulus_mask
@@ -148,6 +151,8 @@ class UnmaskRequest:
 
     survivors: frozenset[str]
     dropped: frozenset[str]
+    # partner -> identity signature of `survivors` (filled in by the consistency check)
+    confirmations: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,7 @@ class SecAggClient:
         self._held_b: dict[str, shamir.Share] = {}  # owner -> my share of owner's b
         self._held_s: dict[str, shamir.Share] = {}  # owner -> my share of owner's s^SK
         self._mask_partners: frozenset[str] = frozenset()
+        self._confirmed_survivors: frozenset[str] = frozenset()
 
     def _advance(self, expected: int, name: str) -> None:
         if self._stage != expected:
@@ -337,9 +343,28 @@ class SecAggClient:
         return y & mask
 
     # Stage 3
+    def confirm_survivors(self, request: UnmaskRequest) -> bytes:
+        """Sign the survivor set (Bonawitz's consistency check); a partner signs only one set per round."""
+        self._advance(3, "consistency check")
+        if self.partner_id not in request.survivors:
+            raise UnmaskRefusedError(
+                "this partner sent its masked input but is not listed as a survivor"
+            )
+        _require(len(request.survivors), self.config.threshold, "consistency check")
+        self._confirmed_survivors = frozenset(request.survivors)
+        return sign_survivors(
+            self._identity, self.config.round_id, self._confirmed_survivors
+        )
+
+    # Stage 4
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Reveal b shares for survivors and s^SK shares for dropped partners, never both for one."""
-        self._advance(3, "unmasking")
+        """Reveal b shares for survivors and s^SK shares for dropped partners, never both for one.
+
+        The survivor set must be the one this partner signed and carry at least t valid signatures
+        from its members, so a server cannot tell different partners different survivor sets (which
+        would let it collect both b_v and s_v^SK of one partner from different clients).
+        """
+        self._advance(4, "unmasking")
         both = request.survivors & request.dropped
         if both:
             raise UnmaskRefusedError(
@@ -350,8 +375,26 @@ class SecAggClient:
             raise UnmaskRefusedError(
                 "this partner sent its masked input but is not listed as a survivor"
             )
-        relevant_survivors = request.survivors & set(self._held_b)
         _require(len(request.survivors), self.config.threshold, "unmasking")
+        if request.survivors != self._confirmed_survivors:
+            raise UnmaskRefusedError(
+                "the survivor set to unmask differs from the one this partner confirmed"
+            )
+        confirmed_by = {
+            p
+            for p, signature in request.confirmations.items()
+            if p in request.survivors
+            and p in self._registry
+            and survivors_signature_valid(
+                signature, self.config.round_id, request.survivors, self._registry[p]
+            )
+        }
+        if len(confirmed_by) < self.config.threshold:
+            raise UnmaskRefusedError(
+                f"only {len(confirmed_by)} survivors confirmed this survivor set, fewer than the "
+                f"threshold {self.config.threshold}; this partner reveals nothing"
+            )
+        relevant_survivors = request.survivors & set(self._held_b)
         return UnmaskResponse(
             self_mask_shares={
                 p: self._held_b[p].to_bytes() for p in relevant_survivors
@@ -439,11 +482,23 @@ class SecAggServer:
         )
         return self.request
 
+    def collect_confirmations(self, signatures: Mapping[str, bytes]) -> UnmaskRequest:
+        """Stage 3 -> 4: attach the survivors' signatures of the survivor set to the unmask request."""
+        if self.request is None:
+            raise ProtocolStateError("confirmations collected before the masked inputs")
+        confirmations = {
+            p: sig for p, sig in signatures.items() if p in self.request.survivors
+        }
+        self._log_stage("consistency check", confirmations)
+        _require(len(confirmations), self.config.threshold, "consistency check")
+        self.request = replace(self.request, confirmations=confirmations)
+        return self.request
+
     def unmask(self, responses: Mapping[str, UnmaskResponse]) -> np.ndarray:
         """Stage 3: reconstruct b for survivors and s^SK for dropped partners; return the sum mod 2^k."""
-        if self.request is None:
+        if self.request is None or not self.request.confirmations:
             raise ProtocolStateError(
-                "unmask called before the masked inputs were collected"
+                "unmask called before the survivors confirmed the survivor set"
             )
         cfg, request = self.config, self.request
         responders = {p: r for p, r in responses.items() if p in request.survivors}

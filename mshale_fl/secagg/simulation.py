@@ -23,6 +23,7 @@ class Dropouts:
     before_advertise: AbstractSet[str] = frozenset()
     before_share_keys: AbstractSet[str] = frozenset()
     before_masked_input: AbstractSet[str] = frozenset()
+    before_consistency_check: AbstractSet[str] = frozenset()
     before_unmask: AbstractSet[str] = frozenset()
 
 
@@ -68,6 +69,14 @@ def run_round(
         if p not in gone
     }
     request = server.collect_masked_inputs(masked)
+
+    gone |= dropouts.before_consistency_check
+    signatures = {
+        p: clients[p].confirm_survivors(request)
+        for p in request.survivors
+        if p not in gone
+    }
+    request = server.collect_confirmations(signatures)
 
     gone |= dropouts.before_unmask
     responses = {
