@@ -26,9 +26,14 @@ class QuantizationConfig:
     max_examples: int = 100_000
     max_partners: int = 100
     stochastic_rounding: bool = True
+    # Optional L2 bound applied before the per-coordinate clip (as in DP-style norm clipping); the
+    # per-coordinate clip is what guarantees the sum cannot wrap.
+    l2_clip: float | None = None
 
     def __post_init__(self) -> None:
         modulus_mask(self.modulus_bits)  # validates the range
+        if self.l2_clip is not None and self.l2_clip <= 0:
+            raise ValueError("l2_clip must be positive when set")
         if self.clip <= 0 or self.max_examples < 1 or self.max_partners < 1:
             raise ValueError("clip, max_examples and max_partners must be positive")
         if self.max_partners * self.max_examples >= 1 << (self.modulus_bits - 1):
@@ -63,11 +68,14 @@ def quantize_update(
         raise ValueError(
             f"num_examples must be in 0..{config.max_examples}, not {num_examples}"
         )
-    values = np.clip(
-        np.asarray(update, dtype=np.float64).ravel(), -config.clip, config.clip
-    )
+    values = np.asarray(update, dtype=np.float64).ravel()
+    if config.l2_clip is not None:
+        norm = float(np.linalg.norm(values))
+        if norm > config.l2_clip:
+            values = values * (config.l2_clip / norm)
+    values = np.clip(values, -config.clip, config.clip)
     if not np.all(np.isfinite(values)):
-        raise ValueError("the update contains NaN values")
+        raise ValueError("the update contains NaN (or, with l2_clip, infinite) values")
     scaled = values * (num_examples * config.scale)
     if config.stochastic_rounding:
         # Unbiased: rounds up with probability equal to the fractional part. The generator is seeded

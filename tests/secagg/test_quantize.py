@@ -65,3 +65,18 @@ def test_invalid_inputs_and_configs_raise() -> None:
         quantize_update(np.array([np.nan]), 1, cfg)
     with pytest.raises(ValueError, match="cannot hold"):
         QuantizationConfig(modulus_bits=16, max_examples=1000, max_partners=100)
+
+
+def test_l2_clip_scales_large_updates_and_leaves_small_ones() -> None:
+    cfg = QuantizationConfig(
+        modulus_bits=48,
+        clip=10.0,
+        max_examples=1,
+        max_partners=1,
+        l2_clip=1.0,
+        stochastic_rounding=False,
+    )
+    big = dequantize_sum(quantize_update(np.array([3.0, 4.0]), 1, cfg), cfg)
+    assert np.allclose(big.weighted_sum, [0.6, 0.8], atol=1 / cfg.scale)
+    small = dequantize_sum(quantize_update(np.array([0.3, -0.4]), 1, cfg), cfg)
+    assert np.allclose(small.weighted_sum, [0.3, -0.4], atol=1 / cfg.scale)
