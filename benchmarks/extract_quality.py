@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -28,20 +26,13 @@ from mshale_fl.agents.partner.extract.spans import EVALUATED_TYPES
 from mshale_fl.agents.partner.extract.tokens import tokenize
 
 from mshale_fl.cli.extract_cmd import WNUT_2020_BASELINE_F1
+from mshale_fl.testing.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), Python {platform.python_version()}"
+    return describe()
 
 
 def tokenise_rate(folder: Path) -> float:

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import secrets
 import statistics
 import time
@@ -32,19 +31,13 @@ from mshale_fl.agents.partner.extract.output import spec_bytes
 from mshale_fl.agents.partner.featurize import feature_values, featurize
 from mshale_fl.schemas.protocol_spec import ProtocolSpec
 
+from mshale_fl.testing.machine import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), Python {platform.python_version()}"
+    return describe()
 
 
 def load(wlp: Path) -> list[Protocol]:

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import secrets
 import statistics
@@ -36,9 +35,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
 from mshale_fl.agents.partner.extract import Protocol, extract_spec, read_one
 from mshale_fl.agents.partner.featurize import GROUPS, feature_values
+
+from mshale_fl.testing.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 NEAR_DUPLICATE = 0.8
@@ -47,15 +47,7 @@ WORD = re.compile(r"\w+")
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), Python {platform.python_version()}"
+    return describe()
 
 
 def load(wlp: Path) -> tuple[list[str], list[Protocol], np.ndarray, list[str]]:
