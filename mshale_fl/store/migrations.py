@@ -40,9 +40,17 @@ def _create_ledger_tables(connection: Connection) -> None:
     _create(*ledger_tables.LEDGER_TABLES)(connection)
 
 
+def _create_access_tables(connection: Connection) -> None:
+    # Imported here for the same reason as the ledger's tables.
+    from mshale_fl.access import tables as access_tables
+
+    _create(*access_tables.ACCESS_TABLES)(connection)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "inbox", _create("inbox")),
     Migration(2, "ledger: partners, agreements, api keys, contributions, privacy budgets", _create_ledger_tables),
+    Migration(3, "access: model versions, model contributors, daily access usage", _create_access_tables),
 ]
 
 

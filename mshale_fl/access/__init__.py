@@ -1,0 +1,1 @@
+"""Model access by tier: the model registry (versions, contributors, model cards) and the access policy."""

@@ -1,0 +1,101 @@
+"""Access fixtures: a migrated ledger on SQLite in tmp, and builders for partners, contributions, versions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from mshale_fl.schemas.payloads import ModelPublished
+from sqlalchemy import Engine
+
+from mshale_fl.access.registry import ModelVersion, PrivacySpent, register_model_version
+from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
+from mshale_fl.ledger.contributions import record_contribution
+from mshale_fl.ledger.database import open_ledger
+from mshale_fl.ledger.partners import create_partner
+
+NOW = datetime.now(UTC)
+
+
+def days(n: int) -> date:
+    return (NOW + timedelta(days=n)).date()
+
+
+def dpa(until_days: int = 365) -> AgreementTerms:
+    return AgreementTerms(AgreementKind.DPA, valid_until=days(until_days), valid_from=days(-1), attorney_reviewed=True)
+
+
+def training(until_days: int = 365) -> AgreementTerms:
+    return AgreementTerms(AgreementKind.TRAINING, valid_until=days(until_days), valid_from=days(-1))
+
+
+AGREEMENTS_FOR_TIER = {1: [], 2: [dpa()], 3: [dpa(), training()]}
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def partner(engine: Engine) -> Callable[..., str]:
+    """Register a partner at `tier` (with the agreements it needs unless given) and return its id."""
+
+    def make(tier: int, *, agreements: list[AgreementTerms] | None = None) -> str:
+        partner_id = f"lab-{uuid.uuid4().hex[:10]}"
+        with engine.begin() as connection:
+            create_partner(
+                connection,
+                partner_id,
+                tier=tier,
+                agreements=AGREEMENTS_FOR_TIER[tier] if agreements is None else agreements,
+            )
+        return partner_id
+
+    return make
+
+
+@pytest.fixture
+def contribute(engine: Engine) -> Callable[..., None]:
+    def record(
+        partner_id: str, kind: str, *, at: datetime | None = None, model_version: int | None = None, items: int = 1
+    ) -> None:
+        with engine.begin() as connection:
+            record_contribution(
+                connection,
+                event_id=uuid.uuid4(),
+                partner_id=partner_id,
+                kind=kind,
+                items=items,
+                occurred_at=at or NOW - timedelta(days=1),
+                model_version=model_version,
+            )
+
+    return record
+
+
+@pytest.fixture
+def publish(engine: Engine) -> Callable[..., ModelVersion]:
+    def register(
+        version: int, contributors: dict[str, float], *, parent: int | None = None, metrics: dict[str, float] | None = None
+    ) -> ModelVersion:
+        published = ModelPublished(
+            model_version=version,
+            parent_version=parent,
+            sha256=f"{version:064x}",
+            rounds=3,
+            metrics={"val_mae": 0.125} if metrics is None else metrics,
+        )
+        with engine.begin() as connection:
+            return register_model_version(
+                connection,
+                published,
+                {partner_id: PrivacySpent(epsilon, 1e-5) for partner_id, epsilon in contributors.items()},
+            )
+
+    return register
