@@ -20,8 +20,10 @@ from sqlalchemy import Connection, insert, select
 
 from mshale_fl.access.tables import model_contributors, model_versions
 from mshale_fl.ledger._sql import as_utc, insert_if_absent, now_utc
+from mshale_fl.ledger.budgets import budget_status
 from mshale_fl.ledger.errors import LedgerError
 from mshale_fl.ledger.partners import get_partner
+from mshale_fl.ledger.tables import privacy_budgets
 from mshale_fl.schemas.payloads import ModelPublished
 
 
@@ -181,3 +183,23 @@ def versions_contributed_to(connection: Connection, partner_id: str) -> list[int
             select(model_contributors.c.model_version).where(model_contributors.c.partner_id == partner_id)
         ).scalars()
     )
+
+
+def privacy_spent_on(connection: Connection, model_version: int) -> dict[str, PrivacySpent]:
+    """Per partner, the committed epsilon (composed by the ledger's accountant) spent on `model_version`.
+
+    Only committed spends count: a released reservation never touched data, and a version is
+    registered after its rounds completed, when every started reservation has been committed.
+    Partners whose budget shows no committed spend did not train this version and are left out.
+    """
+    partner_ids = connection.execute(
+        select(privacy_budgets.c.partner_id)
+        .where(privacy_budgets.c.model_version == model_version)
+        .order_by(privacy_budgets.c.partner_id)
+    ).scalars()
+    spent: dict[str, PrivacySpent] = {}
+    for partner_id in partner_ids:
+        status = budget_status(connection, partner_id, model_version)
+        if any(spend.status == "committed" for spend in status.spends):
+            spent[partner_id] = PrivacySpent(epsilon=status.epsilon_committed, delta=status.delta)
+    return spent

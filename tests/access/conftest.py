@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from mshale_fl.schemas.payloads import ModelPublished
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
 
 from mshale_fl.access.registry import ModelVersion, PrivacySpent, register_model_version
 from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
@@ -35,11 +37,34 @@ def training(until_days: int = 365) -> AgreementTerms:
 AGREEMENTS_FOR_TIER = {1: [], 2: [dpa()], 3: [dpa(), training()]}
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-    yield engine
-    engine.dispose()
+POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def temporary_postgres_database() -> Iterator[str]:
+    """A database with a unique name on the real PostgreSQL, dropped afterwards; yields its URL."""
+    name = f"mshale_test_access_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+        else:
+            url = stack.enter_context(temporary_postgres_database())
+        engine = open_ledger(url)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture

@@ -189,3 +189,21 @@ def test_higher_tiers_keep_spec_predictions_from_update_or_vector_contributions(
     partner_id = partner(tier)
     contribute(partner_id, "vectors" if tier == 2 else "update", model_version=None if tier == 2 else 1)
     assert allowed(engine, partner_id, AccessAction.PREDICT_SPEC)
+
+
+def test_concurrent_requests_never_exceed_the_quota(engine, partner, contribute) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    policy = AccessPolicy(daily_items={1: 5, 2: 50, 3: 50})
+    partner_id = partner(1)
+    contribute(partner_id, "spec")
+
+    def request(_: int) -> bool:
+        with engine.begin() as connection:
+            return authorize(connection, partner_id, AccessAction.PREDICT_SPEC, policy=policy).allowed
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(request, range(12)))
+    assert results.count(True) == 5
+    with engine.connect() as connection:
+        assert usage_today(connection, partner_id, datetime.now(UTC).date()) == 5

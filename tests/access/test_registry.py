@@ -93,3 +93,32 @@ def test_a_first_version_without_contributors_says_so(engine, publish) -> None: 
     assert "| parent version | none (first version) |" in markdown
     assert "No metrics were published." in markdown
     assert "No partner data trained this version." in markdown
+
+
+def test_privacy_spent_is_composed_from_committed_spends_only(engine, partner) -> None:  # type: ignore[no-untyped-def]
+    from mshale_fl.access.registry import privacy_spent_on
+    from mshale_fl.ledger.accounting import Mechanism, epsilon
+    from mshale_fl.ledger.budgets import commit, release, reserve
+
+    trained, dropped = sorted([partner(3), partner(3)])
+    mechanism = Mechanism(noise_multiplier=1.1, sample_rate=0.01, steps=100)
+    with engine.begin() as connection:
+        for round_number in (1, 2):
+            for partner_id in (trained, dropped):
+                reserve(
+                    connection,
+                    partner_id=partner_id,
+                    model_version=4,
+                    round_id=f"run-a/{round_number}",
+                    mechanism=mechanism,
+                )
+            commit(connection, partner_id=trained, round_id=f"run-a/{round_number}")
+            release(connection, partner_id=dropped, round_id=f"run-a/{round_number}")
+
+    with engine.connect() as connection:
+        spent = privacy_spent_on(connection, 4)
+        assert privacy_spent_on(connection, 5) == {}
+    assert set(spent) == {trained}
+    # Two rounds compose (RDP), which is less than twice one round.
+    assert spent[trained].epsilon == pytest.approx(epsilon([mechanism, mechanism], 1e-5))
+    assert spent[trained].epsilon < 2 * epsilon([mechanism], 1e-5)
