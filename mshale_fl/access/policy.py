@@ -20,7 +20,11 @@ from types import MappingProxyType
 
 from sqlalchemy import Connection, func, select, update
 
-from mshale_fl.access.registry import find_model_version
+from mshale_fl.access.registry import (
+    ModelVersion,
+    find_model_version,
+    list_model_versions,
+)
 from mshale_fl.access.tables import access_usage
 from mshale_fl.ledger._sql import insert_if_absent, now_utc, utc_date
 from mshale_fl.ledger.agreements import list_agreements
@@ -176,7 +180,11 @@ def decide_access(
         )
     if not partner.active:
         return _deny(
-            [AccessReason("partner.revoked", f"partner {partner_id!r} was revoked", "a revoked partner gets nothing back")]
+            [
+                AccessReason(
+                    "partner.revoked", f"partner {partner_id!r} was revoked", "a revoked partner gets nothing back"
+                )
+            ]
         )
 
     reasons: list[AccessReason] = []
@@ -280,7 +288,9 @@ def authorize(
     partner = get_partner(connection, partner_id)
     assert partner is not None
     quota = policy.quota(partner.tier)
-    insert_if_absent(connection, access_usage, {"partner_id": partner_id, "day": day, "item_count": 0, "updated_at": at})
+    insert_if_absent(
+        connection, access_usage, {"partner_id": partner_id, "day": day, "item_count": 0, "updated_at": at}
+    )
     # Conditional: a concurrent request that took the quota first makes this update match no row.
     charged = connection.execute(
         update(access_usage)
@@ -296,3 +306,22 @@ def authorize(
             connection, partner_id, action, model_version=model_version, at=at, items=items, policy=policy
         )
     return AccessDecision(True, quota_remaining=quota - usage_today(connection, partner_id, day))
+
+
+def download_overview(
+    connection: Connection,
+    partner_id: str,
+    *,
+    at: datetime | None = None,
+    policy: AccessPolicy = DEFAULT_POLICY,
+) -> list[tuple[ModelVersion, AccessDecision]]:
+    """Every registered version with whether this partner may download it now (for `model list`)."""
+    return [
+        (
+            model,
+            decide_access(
+                connection, partner_id, AccessAction.MODEL_DOWNLOAD, model_version=model.version, at=at, policy=policy
+            ),
+        )
+        for model in list_model_versions(connection)
+    ]

@@ -43,6 +43,19 @@ class ConflictingModelVersion(RegistryError):
         self.version = version
 
 
+class ModelDigestMismatch(RegistryError):
+    """Weights whose digest is not the one registered for their version: tampered or corrupted."""
+
+    def __init__(self, version: int, expected: str, actual: str) -> None:
+        super().__init__(
+            f"model version {version} has SHA-256 {actual}, but the registry records {expected}; "
+            "the file was altered or corrupted, so it is refused"
+        )
+        self.version = version
+        self.expected = expected
+        self.actual = actual
+
+
 @dataclass(frozen=True)
 class PrivacySpent:
     """The composed (epsilon, delta) one partner's data spent on one model version."""
@@ -164,6 +177,14 @@ def get_model_version(connection: Connection, version: int) -> ModelVersion:
     if found is None:
         raise UnknownModelVersion(version)
     return found
+
+
+def verify_model_digest(connection: Connection, version: int, sha256: str) -> ModelVersion:
+    """The registered version if `sha256` (e.g. `model_digest` of downloaded weights) matches it."""
+    model = get_model_version(connection, version)
+    if sha256.lower() != model.sha256:
+        raise ModelDigestMismatch(version, model.sha256, sha256)
+    return model
 
 
 def latest_model_version(connection: Connection) -> ModelVersion | None:

@@ -207,3 +207,16 @@ def test_concurrent_requests_never_exceed_the_quota(engine, partner, contribute)
     assert results.count(True) == 5
     with engine.connect() as connection:
         assert usage_today(connection, partner_id, datetime.now(UTC).date()) == 5
+
+
+def test_download_overview_shows_each_version_and_why(engine, partner, contribute, publish) -> None:  # type: ignore[no-untyped-def]
+    from mshale_fl.access.policy import download_overview
+
+    alpha, beta = partner(3), partner(3)
+    contribute(alpha, "update", model_version=1)
+    publish(1, {alpha: 1.0})
+    publish(2, {beta: 1.0}, parent=1)
+    with engine.connect() as connection:
+        overview = download_overview(connection, alpha)
+    assert [(model.version, decision.allowed) for model, decision in overview] == [(1, True), (2, False)]
+    assert overview[1][1].codes == ["model.not_contributed"]

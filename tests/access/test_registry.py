@@ -122,3 +122,24 @@ def test_privacy_spent_is_composed_from_committed_spends_only(engine, partner) -
     # Two rounds compose (RDP), which is less than twice one round.
     assert spent[trained].epsilon == pytest.approx(epsilon([mechanism, mechanism], 1e-5))
     assert spent[trained].epsilon < 2 * epsilon([mechanism], 1e-5)
+
+
+def test_weights_are_verified_against_the_registered_digest(engine) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from mshale_fl.access.registry import ModelDigestMismatch, verify_model_digest
+    from mshale_fl.training.model import state_digest
+
+    weights = {"layer.weight": torch.ones(2, 3)}
+    digest = state_digest(weights)
+    with engine.begin() as connection:
+        register_model_version(
+            connection, ModelPublished(model_version=5, parent_version=None, sha256=digest, rounds=1), {}
+        )
+    tampered = {"layer.weight": torch.ones(2, 3).index_fill_(1, torch.tensor([0]), 2.0)}
+    with engine.connect() as connection:
+        assert verify_model_digest(connection, 5, digest).version == 5
+        with pytest.raises(ModelDigestMismatch, match="altered or corrupted"):
+            verify_model_digest(connection, 5, state_digest(tampered))
+        with pytest.raises(UnknownModelVersion):
+            verify_model_digest(connection, 6, digest)
