@@ -9,19 +9,27 @@ import typer
 
 from mshale_fl.errors import UserFacingError
 
-app = typer.Typer(help="The shared model mshale1: create and inspect model files.", no_args_is_help=True)
+app = typer.Typer(help="The shared model mshale1: create model files.", no_args_is_help=True)
+DEFAULT_OUTPUT = Path("models/mshale1_v0.pt")
 
 
 @app.command("init")
 def init(
-    output: Path = typer.Option(Path("models/mshale1_v0.pt"), "--output", "-o", help="Model file to write"),
+    output: Path = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="Model file to write"),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the initial weights (0 gives the shipped file)"),
     force: bool = typer.Option(False, "--force", help="Replace an existing file with different weights"),
     as_json: bool = typer.Option(False, "--json", help="Print the path and digest as JSON"),
 ) -> None:
     """Write version 0 of mshale1 (223 -> 64 -> 32 -> 1): the same seed always gives the same weights and digest."""
     # Imported here: torch takes seconds to import and other commands should not pay for it.
-    from mshale_fl.training.model import ModelFileError, ModelMetadata, initial_model, load_model, model_digest, save_model
+    from mshale_fl.training.model import (
+        ModelFileError,
+        ModelMetadata,
+        initial_model,
+        load_model,
+        model_digest,
+        save_model,
+    )
 
     model = initial_model(seed)
     digest = model_digest(model)

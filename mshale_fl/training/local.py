@@ -29,12 +29,18 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from torch import nn
 
 from mshale_fl.ledger.accounting import Mechanism
-from mshale_fl.training.dp_sgd import ClippedGradients, add_noise, poisson_batch, poisson_schedule
+from mshale_fl.training.dp_sgd import (
+    ClippedGradients,
+    add_noise,
+    poisson_batch,
+    poisson_schedule,
+)
 from mshale_fl.training.linear_chain import LinearChain
 from mshale_fl.training.losses import LOSSES, LossName
 from mshale_fl.training.model import load_parameters, parameters_of

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -50,7 +51,7 @@ class Mshale1(nn.Sequential):
     def __init__(self) -> None:
         sizes = (FEATURE_DIM, *HIDDEN_SIZES)
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes, sizes[1:], strict=False):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         layers += [nn.Linear(sizes[-1], 1), nn.Sigmoid()]
         super().__init__(*layers)
@@ -167,7 +168,7 @@ def load_model(path: Path | str) -> tuple[Mshale1, ModelMetadata]:
         raise ModelFileError(f"model file {path} does not exist (create version 0 with `mshale-fl model init`)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a foreign file; weights_only refuses code in pickles
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a foreign file; weights_only refuses code
         raise ModelFileError(f"{path} is not a readable model file ({error.__class__.__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise ModelFileError(f"{path} is not an mshale model file (format {FILE_FORMAT})")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from mshale_fl.agents.partner.extract import extract_spec, read_one
 from mshale_fl.agents.partner.featurize import featurize
+
 from mshale_fl.training.data import TrainingDataError, load_training_data
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "lab-protocols"

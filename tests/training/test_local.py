@@ -6,14 +6,19 @@ import torch
 from torch import nn
 
 from mshale_fl.ledger.accounting import Mechanism
-from mshale_fl.training.local import LocalTrainingConfig, TrainingDiverged, dp_round_shape, train_locally
+from mshale_fl.training.local import (
+    LocalTrainingConfig,
+    TrainingDiverged,
+    dp_round_shape,
+    train_locally,
+)
 from mshale_fl.training.model import initial_model, parameters_of
 
 from .conftest import efficiency_data
 
 
 def _config(**overrides) -> LocalTrainingConfig:
-    values = dict(epochs=2, batch_size=32, lr=0.5, mu=0.01, noise_multiplier=1.0, max_grad_norm=1.0, seed=0)
+    values = {"epochs": 2, "batch_size": 32, "lr": 0.5, "mu": 0.01, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "seed": 0}
     values.update(overrides)
     return LocalTrainingConfig(**values)
 
