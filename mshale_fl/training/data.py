@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mshale_fl.agents.partner.extract.pipeline import NoSteps, extract_spec
-from mshale_fl.agents.partner.extract.reader import ReadFailure, corpus_files, read_one
+from mshale_fl.agents.partner.extract.reader import OUTCOME_SIDECAR_SUFFIX, ReadFailure, corpus_files, read_one
 from mshale_fl.agents.partner.extract.sensitivity import label_of, load_config
 from mshale_fl.agents.partner.featurize import feature_values
 from mshale_fl.agents.partner.policy import decide
@@ -46,7 +46,6 @@ from mshale_fl.errors import UserFacingError
 from mshale_fl.schemas.feature_vector import FEATURE_DIM
 from mshale_fl.schemas.vocabulary import Sensitivity
 
-OUTCOME_SIDECAR_SUFFIX = ".outcome.json"
 TRAINING_TIER = 3
 
 

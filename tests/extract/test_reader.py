@@ -143,3 +143,12 @@ def test_front_matter_outcome_never_reaches_the_spec(tmp_path: Path) -> None:
     assert "outcome" not in (tmp_path / "out" / "manifest.json").read_text()
     assert [s.operation.value for s in spec.steps][:3] == ["centrifuge", "resuspend", "vortex"]
     assert record["sensitivity"] == "internal" and record["label_source"] == "front_matter"
+
+
+def test_outcome_sidecars_are_not_read_as_protocols(tmp_path) -> None:
+    from mshale_fl.agents.partner.extract.reader import corpus_files
+
+    (tmp_path / "miniprep.md").write_text("# Miniprep\n1. Centrifuge at 14,000 x g for 1 min.\n")
+    (tmp_path / "miniprep.md.outcome.json").write_text('{"outcome": 0.8}')
+    (tmp_path / "other.json").write_text('{"title": "x", "steps": ["Mix well."]}')
+    assert [p.name for p in corpus_files(tmp_path)] == ["miniprep.md", "other.json"]

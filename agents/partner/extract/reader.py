@@ -283,6 +283,9 @@ def read_protocol(path: Path, root: Path) -> Protocol:
     return Protocol(source=source, title=title, steps=tuple(steps), front_matter=front_matter)
 
 
+OUTCOME_SIDECAR_SUFFIX = ".outcome.json"
+
+
 def corpus_files(root: Path) -> list[Path]:
     """Candidate files under `root` in a stable order; hidden files and folders are skipped."""
     found = []
@@ -291,6 +294,8 @@ def corpus_files(root: Path) -> list[Path]:
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
         suffix = path.suffix.lower()
+        if path.name.lower().endswith(OUTCOME_SIDECAR_SUFFIX):
+            continue  # a Tier 3 outcome beside its protocol: local training data, never a protocol
         if suffix in TEXT_SUFFIXES | JSON_SUFFIXES | UNSUPPORTED_SUFFIXES and path.name != CONFIG_FILE_NAME:
             found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
