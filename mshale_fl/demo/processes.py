@@ -40,12 +40,12 @@ class ProcessGroup:
         self.children: list[WorkerProcess] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, *args: str) -> WorkerProcess:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> WorkerProcess:
         log_path = self.log_dir / f"{name}.log"
         log_file = log_path.open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "mshale_fl.cli", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

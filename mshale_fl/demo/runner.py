@@ -46,7 +46,12 @@ PARTNERS = (
     DemoPartner("demo-alpha", 1, ()),
     DemoPartner("demo-beta", 2, ("dpa",)),
     DemoPartner("demo-gamma", 3, ("dpa", "training")),
+    DemoPartner("demo-delta", 3, ("dpa", "training")),
+    DemoPartner("demo-epsilon", 3, ("dpa", "training")),
 )
+TRAINERS = tuple(partner.partner_id for partner in PARTNERS if partner.tier == 3)
+BASE_MODEL = Path(__file__).resolve().parents[2] / "models" / "mshale1_v0.pt"
+TRAINING_ROUNDS = 3
 
 
 class DemoFailed(UserFacingError):
@@ -60,6 +65,8 @@ class DemoReport:
     events_on_stream: int = 0
     audit: dict[str, Any] = field(default_factory=dict)
     replay: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -69,6 +76,8 @@ class DemoReport:
             "events_on_stream": self.events_on_stream,
             "audit": self.audit,
             "replay": self.replay,
+            "training": self.training,
+            "budgets": self.budgets,
             "seconds": round(self.seconds, 1),
         }
 
@@ -99,7 +108,7 @@ class Demo:
             self._step("create the audit log's signing key", lambda: self._cli("audit", "keygen"))
             self._step(f"start the Mishale workers ({', '.join(WORKER_ROLES)})", lambda: self._start(workers))
             keys: dict[str, str] = {}
-            self._step("register three partners with different tiers", lambda: keys.update(self._register()))
+            self._step("register five partners with tiers 1, 2 and 3", lambda: keys.update(self._register()))
             for partner_id, tier in (("demo-alpha", 1), ("demo-beta", 2)):
                 self._step(
                     f"{partner_id}: extract its corpus locally at Tier {tier} and submit what may leave",
@@ -110,6 +119,10 @@ class Demo:
             self._step(
                 "demo-alpha: try Tier 2 vectors beyond its tier (rejected by Mishale)",
                 lambda: self._extract_and_submit("demo-alpha", 2, keys["demo-alpha"], expect_rejection=True),
+            )
+            self._step(
+                f"Tier 3: {len(TRAINERS)} partners join, {TRAINING_ROUNDS} FedProx rounds with DP-SGD",
+                lambda: self._train(workers, keys),
             )
             self._step("replay the event stream against the audit log", self._replay)
             self._check_workers(workers)
@@ -209,6 +222,44 @@ class Demo:
                 }
             )
 
+    def _train(self, workers: ProcessGroup, keys: dict[str, str]) -> None:
+        from mshale_fl.demo.corpora import write_corpus
+
+        joined = []
+        for index, partner_id in enumerate(TRAINERS):
+            corpus = write_corpus(self._partner_dir(partner_id) / "efficiency-corpus", 24, seed=index)
+            env = {
+                "MSHALE_API_KEY": keys[partner_id],
+                "MSHALE_HOME": str(self._partner_dir(partner_id) / ".mshale"),
+            }
+            joined.append(
+                workers.start(
+                    f"join-{partner_id}",
+                    "join", "--server", "127.0.0.1:5672", "--corpus", str(corpus), "--tier", "3",
+                    "--dp-epsilon", "0.5",
+                    env=env,
+                )  # fmt: skip
+            )
+        self._cli(
+            "serve", "--model", str(BASE_MODEL), "--rounds", str(TRAINING_ROUNDS), "--min-clients", str(len(TRAINERS)),
+            "--dp-epsilon", "1.0", "--round-timeout", "180",
+        )  # fmt: skip
+        for child in joined:  # partners leave once the run is published
+            child.process.terminate()
+        runs = sorted((self.home / "mishale" / "federation" / "runs").glob("*/state.json"))
+        state = json.loads(runs[-1].read_text())
+        self.report.training = {
+            "model_version": state["model_version"],
+            "published_digest": state["published_digest"],
+            "rounds": [
+                {"round": r["round"], "failed": r["failed"], "participants": r["participants"], "metrics": r["metrics"]}
+                for r in state["rounds"]
+            ],
+        }
+        for partner_id in TRAINERS:
+            budget = json.loads(self._cli("budget", "--partner-id", partner_id, "--json"))
+            self.report.budgets.append({"partner_id": partner_id, **_budget_summary(budget)})
+
     def _replay(self) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "mshale_fl.cli", "audit", "replay", "--from", "first", "--json"],
@@ -270,6 +321,23 @@ def print_summary(report: DemoReport, console: Console) -> None:
         f"at size {audit.get('verified_size', '?')}, "
         f"verified: {'yes' if audit.get('ok') else 'NO'}"
     )
+    training = report.training
+    if training:
+        rounds = Table("round", "result", "participants", title=f"Tier 3 training of model v{training['model_version']}")
+        for record in training["rounds"]:
+            rounds.add_row(
+                str(record["round"]), "failed" if record["failed"] else "completed", ", ".join(record["participants"])
+            )
+        console.print(rounds)
+        console.print(f"Published model v{training['model_version']}: sha256 {training['published_digest']}")
+    if report.budgets:
+        budgets = Table("partner", "model version", "epsilon total", "spent", "remaining", "state", title="Privacy budgets")
+        for budget in report.budgets:
+            budgets.add_row(
+                budget["partner_id"], str(budget.get("model_version", "")), f"{budget.get('total', 0):.3f}",
+                f"{budget.get('spent', 0):.3f}", f"{budget.get('remaining', 0):.3f}", str(budget.get("state", "")),
+            )  # fmt: skip
+        console.print(budgets)
     replay = report.replay
     console.print(
         f"Replay of mshale.events.log: {replay.get('compared', '?')} events compared with the log, "
@@ -277,3 +345,16 @@ def print_summary(report: DemoReport, console: Console) -> None:
         f"match: {'yes' if replay.get('ok') else 'NO: ' + str(replay.get('first_problem'))}"
     )
     console.print(f"Finished in {report.seconds:.1f} s")
+
+
+def _budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
+    """The trained model version's budget from `mshale-fl budget --json` output."""
+    entries = budget.get("budgets") or []
+    entry = max(entries, key=lambda item: item.get("model_version", 0), default={})
+    return {
+        "model_version": entry.get("model_version"),
+        "total": entry.get("epsilon_total"),
+        "spent": entry.get("epsilon_spent"),
+        "remaining": entry.get("epsilon_remaining"),
+        "state": entry.get("state"),
+    }

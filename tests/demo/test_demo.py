@@ -56,7 +56,17 @@ def test_demo_runs_end_to_end_twice_and_leaves_nothing_behind(tmp_path: Path) ->
         # A Tier 1 partner sending vectors is rejected by Mishale, with the reason.
         assert outcome[("demo-alpha", 2, "plasmid-miniprep.md")] == ("rejected", ["tier.not_granted"])
         assert summary["replay"]["ok"] is True and summary["replay"]["compared"] == summary["audit"]["entries"]
-        assert [p["tier"] for p in summary["partners"]] == [1, 2, 3]
+        # Tier 3: three DP rounds with all three trainers, a published model, budgets spent within
+        # the partners' own epsilon (0.5), as the ledger recorded them.
+        training = summary["training"]
+        assert [(r["round"], r["failed"], len(r["participants"])) for r in training["rounds"]] == [
+            (1, False, 3), (2, False, 3), (3, False, 3)
+        ]  # fmt: skip
+        assert len(training["published_digest"]) == 64
+        assert {b["partner_id"] for b in summary["budgets"]} == {"demo-gamma", "demo-delta", "demo-epsilon"}
+        for budget in summary["budgets"]:
+            assert 0.0 < budget["spent"] <= 0.5 + 1e-9 and budget["state"] == "active"
+        assert [p["tier"] for p in summary["partners"]] == [1, 2, 3, 3, 3]
         audit = summary["audit"]
         assert audit["ok"] is True
         # two submissions and their two receipts at least, every one under a signed checkpoint
