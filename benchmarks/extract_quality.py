@@ -21,11 +21,11 @@ from mshale_fl.agents.partner.extract.evaluation import (
     evaluate_wlp,
     wlp_documents,
 )
-from mshale_fl.agents.partner.extract.output import write_atomic
 from mshale_fl.agents.partner.extract.spans import EVALUATED_TYPES
 from mshale_fl.agents.partner.extract.tokens import tokenize
 
 from mshale_fl.cli.extract_cmd import WNUT_2020_BASELINE_F1
+from mshale_fl.fileio import write_atomic
 from mshale_fl.testing.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from mshale_fl.agents.partner.extract import pipeline
 from mshale_fl.agents.partner.extract.output import (
     read_manifest,
     read_spec,
-    write_atomic,
 )
 from mshale_fl.agents.partner.extract.salt import load_or_create_salt, salt_path
 from typer.testing import CliRunner
 
 from mshale_fl.cli.extract_cmd import extract
+from mshale_fl.fileio import write_atomic
 
 from .conftest import write
 

@@ -17,7 +17,6 @@ from mshale_fl.agents.partner.extract.output import (
     read_manifest,
     read_spec,
     spec_path,
-    write_atomic,
 )
 from mshale_fl.agents.partner.extract.pipeline import (
     ExtractedSpec,
@@ -40,6 +39,8 @@ from mshale_fl.agents.partner.extract.sensitivity import (
     load_config,
 )
 from mshale_fl.agents.partner.extract.spans import Span, annotate
+
+from mshale_fl.fileio import write_atomic
 
 __all__ = [
     "ConfigError",

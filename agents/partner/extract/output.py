@@ -1,11 +1,12 @@
-"""The extraction output folder: spec files, the manifest, atomic writes, and readers for them.
+"""The extraction output folder: spec files, the manifest, and readers for them.
 
     <output>/manifest.json                      every protocol: label, what may leave and why; unreadable files
     <output>/specs/<source path>.spec.json      one ProtocolSpec per protocol (canonical JSON)
     <output>/vectors/<source path>.vector.json  tier 2 only: its FeatureVector (canonical JSON)
 
 Canonical JSON (sorted keys, no spaces, ASCII, one trailing newline) makes the same corpus give
-byte-identical files. Every file is written atomically: into a temporary file in the same folder,
+byte-identical files. Every file is written atomically (`mshale_fl.fileio.write_atomic`): into a
+temporary file in the same folder,
 flushed and fsynced, then `os.replace`d over the target, so a crash, Ctrl-C or a failing
 serializer leaves either the previous file or the complete new one, never a partial file.
 """
@@ -13,11 +14,8 @@ serializer leaves either the previous file or the complete new one, never a part
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from mshale_fl.schemas.feature_vector import FeatureVector
 from mshale_fl.schemas.protocol_spec import ProtocolSpec
@@ -41,39 +39,6 @@ def spec_bytes(spec: ProtocolSpec) -> bytes:
 def vector_bytes(vector: FeatureVector) -> bytes:
     """Canonical JSON of a vector; its values are multiples of 1/8 at most, so exact in JSON."""
     return canonical_json(vector.model_dump(mode="json"))
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not every platform lets a directory be opened; the rename is still atomic
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def write_atomic(path: Path, content: bytes | Callable[[IO[bytes]], None]) -> None:
-    """Write `content` (bytes, or a function writing to a binary file) to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            if callable(content):
-                content(handle)
-            else:
-                handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
 
 
 def spec_path(output: Path, source: str) -> Path:

@@ -46,7 +46,6 @@ from mshale_fl.agents.partner.extract.output import (
     spec_path,
     vector_bytes,
     vector_path,
-    write_atomic,
 )
 from mshale_fl.agents.partner.extract.reader import (
     Protocol,
@@ -71,6 +70,8 @@ from mshale_fl.schemas.protocol_spec import (
     Step,
 )
 from mshale_fl.schemas.vocabulary import Operation
+
+from mshale_fl.fileio import write_atomic
 
 _MANNER = re.compile(r"(?i)\bby\s+(?:gently\s+|carefully\s+|slowly\s+|briefly\s+|repeatedly\s+)?$")
 

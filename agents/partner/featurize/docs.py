@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if current != wanted:
-        from mshale_fl.agents.partner.extract.output import write_atomic
+        from mshale_fl.fileio import write_atomic
 
         write_atomic(args.path, wanted.encode("utf-8"))
     return 0
