@@ -13,13 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+from sqlalchemy import create_engine, text
 
 from mshale_fl.audit.appender import AuditAppender
 from mshale_fl.audit.keys import create_signing_key
@@ -33,6 +36,7 @@ from mshale_fl.testing.rabbitmq import MANAGEMENT_URL
 from mshale_fl.testing.samples import sample_event
 
 ORIGIN = "console.test/audit"
+POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 RUN_SETTINGS = RunSettings(
     rounds=5, min_clients=2, dp_epsilon=4.0, mu=0.01, local_epochs=1, batch_size=16, lr=0.05, max_grad_norm=1.0
 )
@@ -65,9 +69,9 @@ class System:
         return env
 
 
-def build_ledger(system: System) -> None:
+def build_ledger(url: str) -> None:
     """Four partners at three tiers; lab-three spent a little, lab-four is paused below the 10 % line."""
-    engine = open_ledger(system.ledger_url)
+    engine = open_ledger(url)
     until = date.today() + timedelta(days=365)
     try:
         register_partner(engine, "lab-one", tier=1, broker=None, display_name="Lab One")
@@ -106,6 +110,21 @@ def build_ledger(system: System) -> None:
             budgets.commit(partner_id=partner_id, round_id=round_id)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def temporary_postgres_database() -> Iterator[str]:
+    """A database with a unique name on the real PostgreSQL, dropped afterwards; yields its URL."""
+    name = f"mshale_test_console_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def build_audit_log(system: System, batches: int = 3) -> AuditAppender:

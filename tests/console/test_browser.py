@@ -45,7 +45,7 @@ def browser() -> Iterator[Browser]:
 def system(tmp_path: Path, vhost: str, broker_url: str) -> System:
     system = System(home=tmp_path / "mishale", broker_url=broker_url, vhost=vhost)
     system.home.mkdir()
-    build_ledger(system)
+    build_ledger(system.ledger_url)
     system.appender = build_audit_log(system)
     build_run(system.home, [{"eval_loss": 2.1, "update_norm": 0.9}, {"eval_loss": 1.6, "update_norm": 0.5},
                             {"eval_loss": 1.3, "update_norm": 0.4}])

@@ -22,7 +22,7 @@ from mshale_fl.audit.note import NoteSigner
 from mshale_fl.config import Settings
 from mshale_fl.console.audit_panel import AuditPanel
 from mshale_fl.console.dead_letter_panel import DeadLetterPanel
-from mshale_fl.console.ledger_panels import LedgerReader, read_partners
+from mshale_fl.console.ledger_panels import LedgerReader, read_budgets, read_partners
 from mshale_fl.console.page import render_page
 from mshale_fl.console.panels import SourceUnavailable, run_panel
 from mshale_fl.console.plot import line_plot_svg, nice_ticks
@@ -34,7 +34,9 @@ from mshale_fl.federation.runs import RoundRecord
 from mshale_fl.testing.rabbitmq import MANAGEMENT_URL
 from mshale_fl.testing.samples import sample_event
 
-from .system import ORIGIN, System, build_audit_log, build_run
+from mshale_fl.ledger.tables import partners as partners_table
+
+from .system import ORIGIN, System, build_audit_log, build_ledger, build_run, temporary_postgres_database
 
 
 def _record(number: int, metrics: dict[str, float], *, failed: bool = False) -> RoundRecord:
@@ -153,6 +155,40 @@ def test_the_console_never_creates_or_migrates_a_ledger(tmp_path: Path) -> None:
     tables = sqlite3.connect(missing).execute("select name from sqlite_master").fetchall()
     assert tables == []  # still nothing written
     reader.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    else:
+        with temporary_postgres_database() as url:
+            yield url
+
+
+def test_partners_and_budgets_are_read_and_nothing_can_be_written(ledger_url: str) -> None:
+    build_ledger(ledger_url)
+    reader = LedgerReader(ledger_url)
+    try:
+        partners = reader.read(read_partners)["partners"]
+        assert [(p["id"], p["tier"]) for p in partners] == [
+            ("lab-four", 3), ("lab-one", 1), ("lab-three", 3), ("lab-two", 2)
+        ]
+        assert [a["kind"] for a in partners[2]["agreements"]] == ["DPA", "TRAINING"]
+        assert all(a["active"] for p in partners for a in p["agreements"])
+        budgets = reader.read(read_budgets)
+        assert budgets["pause_fraction"] == 0.10
+        by_partner = {b["partner_id"]: b for b in budgets["budgets"]}
+        assert by_partner["lab-four"]["state"] == "paused" and by_partner["lab-four"]["below_pause_line"]
+        assert by_partner["lab-three"]["state"] == "active" and by_partner["lab-three"]["fraction_remaining"] > 0.9
+        assert by_partner["lab-three"]["rounds_committed"] == 1
+        with pytest.raises(SourceUnavailable, match="cannot read the ledger.*(readonly|read-only)"):
+            reader.read(lambda connection: connection.execute(partners_table.delete()))
+    finally:
+        reader.close()
+    check = LedgerReader(ledger_url)
+    assert len(check.read(read_partners)["partners"]) == 4
+    check.close()
 
 
 # -- audit --------------------------------------------------------------------------------------------
