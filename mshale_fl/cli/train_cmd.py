@@ -77,6 +77,7 @@ def serve(
         LedgerBudgets,
         ServeConfig,
     )
+    from mshale_fl.agents.mishale.identities import LedgerIdentities
     from mshale_fl.federation import AmqpGrid, LedgerEligibility
     from mshale_fl.ledger import Mechanism, epsilon, open_ledger
     from mshale_fl.training.model import load_model
@@ -127,6 +128,7 @@ def serve(
                 participants=AmqpParticipants(grid),
                 budgets=LedgerBudgets(engine),
                 events=GridEvents(grid),
+                identities=LedgerIdentities(engine),
                 stop=stop,
             ).run()
         finally:
