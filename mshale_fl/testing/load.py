@@ -497,6 +497,52 @@ async def declare_mishale_topology(broker_url: str) -> None:
         await connection.close()
 
 
+class QueueDepthSampler:
+    """Samples the ready messages of queues every `interval` s while a run goes on (where work piles up).
+
+        async with QueueDepthSampler(broker_url, ["mshale.validate", "mshale.audit"]) as depths:
+            ...
+        depths.samples  # [(time.time(), {"mshale.validate": 120, ...}), ...]
+    """
+
+    def __init__(self, broker_url: str, queues: Sequence[str], *, interval: float = 0.25) -> None:
+        self.broker_url = broker_url
+        self.queues = list(queues)
+        self.interval = interval
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._connection: AbstractConnection | None = None
+
+    async def __aenter__(self) -> QueueDepthSampler:
+        self._connection = await aio_pika.connect(self.broker_url)
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _sample(self) -> None:
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        while True:
+            depths = {}
+            for name in self.queues:
+                declared = await channel.declare_queue(name, passive=True)
+                depths[name] = int(declared.declaration_result.message_count or 0)
+            self.samples.append((time.time(), depths))
+            await asyncio.sleep(self.interval)
+
+    def peak(self, queue: str) -> int:
+        return max((depths.get(queue, 0) for _, depths in self.samples), default=0)
+
+
 # -- what happened to each event -------------------------------------------------------------------
 
 
