@@ -425,6 +425,76 @@ async def raw_pipeline(url: str, vhost: str, workload: dict[str, list[Any]], rat
     }
 
 
+# -- the single writer's ceiling ------------------------------------------------------------------
+
+
+async def audit_drain(partners_count: int, events: int, prefetch: int | None) -> dict[str, Any]:
+    """How fast one audit worker (or, with `prefetch` None, a raw consumer that only acks) empties a
+    queue of `events` submissions published while nothing consumed it: the single writer alone."""
+    from mshale_fl.ledger import open_ledger
+    from mshale_fl.testing.load import (
+        AuditLogWatcher,
+        LoadGenerator,
+        MishaleWorkers,
+        build_workload,
+        declare_mishale_topology,
+        process_cpu_seconds,
+        provision_partners,
+        remove_partner_users,
+    )
+    from mshale_fl.testing.rabbitmq import amqp_url, temporary_vhost
+
+    with temporary_vhost("mshale-load-drain") as vhost, tempfile.TemporaryDirectory(prefix="mshale-load-drain-") as state:
+        url = amqp_url(vhost)
+        ledger_url = f"sqlite:///{state}/ledger.sqlite3"
+        engine = open_ledger(ledger_url)
+        await declare_mishale_topology(url)
+        partners = provision_partners(engine, vhost, partners_count)
+        try:
+            workload = build_workload(partners, profile(max(1, events // partners_count), seed=3))
+            run = await LoadGenerator(url, partners, workload, window=WINDOW, receipt_timeout=0).run()
+            entries = len(run.confirmed)
+            if prefetch is None:
+                folder = Path(state)
+                process = subprocess.Popen(
+                    [sys.executable, __file__, "--raw-consumer", "audit", "--url", url, "--expect", str(entries),
+                     "--out", str(folder / "audit.json"), "--prefetch", "1024"],
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+                process.wait(timeout=900)
+                written = json.loads((folder / "audit.json").read_text())
+                times = sorted(written["acked"].values())
+                return {"consumer": "raw aio-pika (ack only), prefetch 1024", "entries": entries,
+                        "entries_per_s": (len(times) - 1) / (times[-1] - times[0]), "cpu_ms_per_entry": float("nan"),
+                        "batch_mean": float("nan")}  # fmt: skip
+            # Two audit workers start together: one drains the queue, the other stands by (single
+            # active consumer). Their CPU difference is the draining, without start-up and imports.
+            workers = MishaleWorkers(url, ledger_url, Path(state), replicas={"audit": 2}, env={"MSHALE_PREFETCH": str(prefetch)})
+            try:
+                await workers.start(timeout=600)
+                watcher = AuditLogWatcher(workers.audit_log_dir)
+                while watcher.covered_size() < entries:
+                    workers.raise_if_failed()
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)  # the last announcement published and acknowledged
+                cpu = [process_cpu_seconds(child.process.pid) for child in workers.processes["audit"]]
+                sizes = [size for size in watcher.log.checkpoint_sizes() if size > 0]
+                first, last = sizes[0], sizes[-1]
+                seconds = watcher.appended_at(last - 1) - watcher.appended_at(first - 1)
+                return {
+                    "consumer": f"mshale-fl worker audit, MSHALE_PREFETCH={prefetch}",
+                    "entries": entries,
+                    "entries_per_s": (last - first) / seconds,
+                    "cpu_ms_per_entry": (max(cpu) - min(cpu)) / entries * 1000,
+                    "batch_mean": last / len(sizes),
+                }
+            finally:
+                workers.stop()
+        finally:
+            remove_partner_users([partner.partner_id for partner in partners])
+            engine.dispose()
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -575,6 +645,20 @@ def markdown(results: dict[str, Any]) -> str:
         )  # fmt: skip
         cores = median([run["cpu_seconds"]["machine busy"] / run["cpu_seconds"]["wall"] for run in runs])
         lines.append(f"| {backend} | {replicas} | {cells} | {cores:.2f} |")
+    drains = results.get("drains") or []
+    if drains:
+        lines += [
+            "",
+            f"The single writer alone: {drains[0]['entries']:,} submissions published while nothing consumed the audit "
+            "queue, then drained by one consumer (rate from the first to the last append; CPU of the worker process):",
+            "",
+            "| consumer of `mshale.audit` | entries/s | CPU ms per entry | entries per append |",
+            "|---|---:|---:|---:|",
+        ]
+        for drain in drains:
+            cpu = "-" if drain["cpu_ms_per_entry"] != drain["cpu_ms_per_entry"] else f"{drain['cpu_ms_per_entry']:.2f}"
+            batch = "-" if drain["batch_mean"] != drain["batch_mean"] else f"{drain['batch_mean']:.0f}"
+            lines.append(f"| {drain['consumer']} | {drain['entries_per_s']:,.0f} | {cpu} | {batch} |")
     lines += [
         "",
         "Figures: `benchmarks/figures/load_throughput.png`, `load_latency.png`, `load_cpu.png`, `load_queues.png`; "
@@ -734,6 +818,7 @@ class Options:
     rate: float | None
     paced_seconds: float
     rounds: int
+    drain: bool
 
 
 async def run_all(options: Options) -> dict[str, Any]:
@@ -771,7 +856,16 @@ async def run_all(options: Options) -> dict[str, Any]:
                 file=sys.stderr, flush=True,
             )  # fmt: skip
     assert rate is not None
-    return {"configurations": configurations, "raw": raws, "rate": rate}
+    drains = []
+    if options.drain:
+        for prefetch in (64, 1024, None):
+            print(f"[{datetime.now():%H:%M:%S}] single writer: audit queue drained by "
+                  f"{'a raw consumer' if prefetch is None else f'the audit worker, prefetch {prefetch}'} ...", file=sys.stderr, flush=True)  # fmt: skip
+            drain = await audit_drain(options.partners, options.events, prefetch)
+            drains.append(drain)
+            print(f"    {drain['entries_per_s']:.0f} entries/s, {drain['cpu_ms_per_entry']:.2f} CPU ms per entry, "
+                  f"{drain['batch_mean']:.0f} entries per append", file=sys.stderr, flush=True)  # fmt: skip
+    return {"configurations": configurations, "raw": raws, "rate": rate, "drains": drains}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -783,6 +877,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", default="auto", help="paced submissions/s, or auto (half the first saturating throughput)")
     parser.add_argument("--paced-seconds", type=float, help="length of each paced run (default 20 s; --quick 8 s)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole series, interleaved (medians reported)")
+    parser.add_argument("--no-drain", action="store_true", help="skip the single-writer (audit queue drain) runs")
     parser.add_argument("--quick", action="store_true", help="a small run: 4 partners, 400 events, replicas 1,2, 8 s paced")
     parser.add_argument("--no-write", action="store_true", help="print only; write no figures and nothing to BENCHMARKS.md")
     parser.add_argument("--json-out", type=Path, help="also save every number to this file")
@@ -818,6 +913,7 @@ def main(argv: list[str] | None = None) -> None:
         rate=None if args.rate == "auto" else float(args.rate),
         paced_seconds=args.paced_seconds,
         rounds=args.rounds,
+        drain=not args.no_drain,
     )
     if args.from_json:
         results = json.loads(args.from_json.read_text())
