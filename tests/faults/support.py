@@ -203,6 +203,15 @@ async def wait_for_crashes(workers: FaultWorkers, count: int, timeout: float) ->
 # -- partners that resubmit ------------------------------------------------------------------------
 
 
+class _Generator(LoadGenerator):
+    """Stops waiting for receipts once a partner's connection is lost: its exclusive reply queue went
+    with it, so the receipts it waits for can no longer arrive (the partner submits again instead)."""
+
+    async def _listen_for_receipts(self, connection: Any, partner_id: str) -> None:
+        await super()._listen_for_receipts(connection, partner_id)
+        connection.close_callbacks.add(lambda *_: self._receipts_done.set())
+
+
 @dataclass
 class Submitted:
     """Every submission's fate over all attempts."""
@@ -242,7 +251,7 @@ async def submit_all(
     while any(pending.values()) and submitted.attempts < attempts:
         submitted.attempts += 1
         first = submitted.attempts == 1
-        generator = LoadGenerator(
+        generator = _Generator(
             broker_url,
             [partner for partner in partners if pending.get(partner.partner_id)],
             pending,
