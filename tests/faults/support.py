@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+from aiormq.exceptions import AMQPError
 from sqlalchemy import Engine, func, select
 
 from mshale_fl.audit.log import TransparencyLog
@@ -242,12 +243,18 @@ async def submit_all(
     receipt_timeout: float = 60.0,
     attempts: int = 6,
     retry_delay: float = 1.0,
+    broker_down_for: float = 120.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Submitted:
     """Publish the workload; then, like a partner re-running `submit`, publish again whatever got no
-    receipt (a failed publish, a receipt lost with a closed connection) until everything is answered."""
+    receipt (a failed publish, a receipt lost with a closed connection) until everything is answered.
+
+    An attempt that cannot even connect (the broker is down) is not counted; after `broker_down_for`
+    seconds of that, the partners give up.
+    """
     submitted = Submitted({item.event_id: item for items in workload.values() for item in items})
     pending = {partner: list(items) for partner, items in workload.items()}
+    down_since: float | None = None
     while any(pending.values()) and submitted.attempts < attempts:
         submitted.attempts += 1
         first = submitted.attempts == 1
@@ -262,9 +269,14 @@ async def submit_all(
         )
         try:
             run = await generator.run()
-        except BrokerError:  # the broker is down right now (a scenario's doing): try again shortly
+        except (BrokerError, AMQPError, ConnectionError, OSError):  # the broker is down (a scenario's doing): again shortly
+            submitted.attempts -= 1
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > broker_down_for:
+                raise
             await asyncio.sleep(retry_delay)
             continue
+        down_since = None
         for item in run.sent:
             if item.error:
                 submitted.publish_errors += 1
@@ -294,23 +306,15 @@ async def close_connections(vhost: str, reason: str = "fault suite") -> None:
 
 
 def wait_for_broker(timeout: float = 60.0) -> None:
-    """Until AMQP accepts connections and the management API answers again."""
+    """Until the management API says AMQP listens and every vhost is running again."""
     deadline = time.monotonic() + timeout
-
-    async def amqp_ok() -> bool:
-        try:
-            connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=2)
-        except Exception:
-            return False
-        await connection.close()
-        return True
-
+    checks = ("/api/health/checks/port-listener/5672", "/api/health/checks/virtual-hosts")
     while True:
         try:
             with management_client() as client:
-                if client.get("/api/overview").status_code == 200 and asyncio.run(amqp_ok()):
+                if all(client.get(check).status_code == 200 for check in checks):
                     return
-        except Exception:
+        except Exception:  # the management plugin is starting too
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"RabbitMQ did not come back within {timeout:.0f} s")
