@@ -512,6 +512,7 @@ class QueueDepthSampler:
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._task: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
+        self._stopping = asyncio.Event()
 
     async def __aenter__(self) -> QueueDepthSampler:
         self._connection = await aio_pika.connect(self.broker_url)
@@ -519,25 +520,26 @@ class QueueDepthSampler:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Let a sample in progress finish (cancelling a declare mid-call closes its channel noisily).
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         if self._connection is not None:
             await self._connection.close()
 
     async def _sample(self) -> None:
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
-        while True:
+        while not self._stopping.is_set():
             depths = {}
             for name in self.queues:
                 declared = await channel.declare_queue(name, passive=True)
                 depths[name] = int(declared.declaration_result.message_count or 0)
             self.samples.append((time.time(), depths))
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
 
     def peak(self, queue: str) -> int:
         return max((depths.get(queue, 0) for _, depths in self.samples), default=0)
