@@ -193,7 +193,10 @@ class PredictProcessor(InboxProcessor):
         request_id = _claimed_event_id(body) or uuid.UUID(int=0)
         reasons = reasons_from_error(error)
         if len(reasons) > MAX_REASONS:
-            reasons = [*reasons[: MAX_REASONS - 1], Reason(code="reasons.truncated", message=f"{len(reasons) - MAX_REASONS + 1} more")]
+            reasons = [
+                *reasons[: MAX_REASONS - 1],
+                Reason(code="reasons.truncated", message=f"{len(reasons) - MAX_REASONS + 1} more"),
+            ]
         denial = new_event(
             "access.denied",
             AccessDenied(
@@ -250,7 +253,12 @@ class ModelResponder:
         log.info("access.model_rpc_serving", queue=MODEL_RPC_QUEUE)
 
     async def stop(self) -> None:
-        if self._queue is not None and self._tag is not None and self._channel is not None and not self._channel.is_closed:
+        if (
+            self._queue is not None
+            and self._tag is not None
+            and self._channel is not None
+            and not self._channel.is_closed
+        ):
             try:
                 await asyncio.wait_for(self._queue.cancel(self._tag), timeout=5)
             except Exception as error:  # the channel may be gone already; the broker requeues anyway
@@ -281,7 +289,9 @@ class ModelResponder:
                     await self.answers.publish([answer.audit_event])
                 except Exception as error:  # never hand out (or refuse) anything the log does not show
                     log.error("access.decision_unpublished", error=f"{type(error).__name__}: {error}"[:300])
-                    reply = type(reply)(status="unavailable", detail="the decision could not be recorded in the audit log; try again")
+                    reply = type(reply)(
+                        status="unavailable", detail="the decision could not be recorded in the audit log; try again"
+                    )
             return reply.model_dump_json().encode()
         if method == "list":
             return (await asyncio.to_thread(self._list, requester, body)).model_dump_json().encode()
@@ -302,7 +312,9 @@ class ModelResponder:
             return ModelListReply(status="unavailable", detail="the ledger could not be read; try again later")
 
 
-def build_predict_worker(settings: Settings, access: AccessSettings | None = None) -> tuple[PredictProcessor, DownloadService]:
+def build_predict_worker(
+    settings: Settings, access: AccessSettings | None = None
+) -> tuple[PredictProcessor, DownloadService]:
     """The processor and download service `mshale-fl worker predict` runs, from MSHALE_* and MSHALE_ACCESS_*."""
     access = access or AccessSettings()
     # torch and the featurizer take a moment to import; doing it inside the first transaction
@@ -325,7 +337,9 @@ def build_predict_worker(settings: Settings, access: AccessSettings | None = Non
         max_request_age=timedelta(seconds=access.max_request_age_s),
         settle_wait_s=access.settle_wait_s,
     )
-    downloads = DownloadService(engine, models, proofs, policy=policy, chunk_bytes=access.chunk_bytes, proofs_problem=problem)
+    downloads = DownloadService(
+        engine, models, proofs, policy=policy, chunk_bytes=access.chunk_bytes, proofs_problem=problem
+    )
     return processor, downloads
 
 

@@ -93,7 +93,9 @@ def denial_event(
     )
 
 
-def _request_reasons(request: EventEnvelope[Any], sender: str | None, now: datetime, max_age: timedelta) -> list[AccessReason]:
+def _request_reasons(
+    request: EventEnvelope[Any], sender: str | None, now: datetime, max_age: timedelta
+) -> list[AccessReason]:
     """Reasons that concern the message rather than the partner's access (who sent it, when)."""
     reasons = []
     if sender is not None and sender != request.partner_id:
@@ -152,14 +154,18 @@ def answer_prediction(
     latest = latest_model_version(connection)
     if latest is None:
         reason = AccessReason(
-            "model.unavailable", "no model version is registered yet", "wait until Mishale publishes the first model version"
+            "model.unavailable",
+            "no model version is registered yet",
+            "wait until Mishale publishes the first model version",
         )
         return denial_event(request, action.value, [reason])
     try:
         model = models.get(latest.version, latest.sha256).model
     except ModelUnavailable as error:
         log.error("access.model_unavailable", model_version=latest.version, error=str(error))
-        reason = AccessReason("model.unavailable", str(error)[:500], "try again later (Mishale's operators are alerted)")
+        reason = AccessReason(
+            "model.unavailable", str(error)[:500], "try again later (Mishale's operators are alerted)"
+        )
         return denial_event(request, action.value, [reason])
 
     decision = authorize(connection, request.partner_id, action, items=items, at=now, policy=policy)
@@ -181,11 +187,17 @@ def answer_prediction(
         ],
     )
     return new_event(
-        "prediction.ready", ready, partner_id=request.partner_id, causation=request, event_id=answer_event_id(request.event_id)
+        "prediction.ready",
+        ready,
+        partner_id=request.partner_id,
+        causation=request,
+        event_id=answer_event_id(request.event_id),
     )
 
 
-def action_access(action: AccessAction | str, decision: AccessDecision, *, quota_remaining: int | None = None) -> ActionAccess:
+def action_access(
+    action: AccessAction | str, decision: AccessDecision, *, quota_remaining: int | None = None
+) -> ActionAccess:
     return ActionAccess(
         action=str(action),
         allowed=decision.allowed,
@@ -231,7 +243,9 @@ def model_list(
         )
     if not versions:
         # Still say what a download needs, so a partner without any version learns the rule.
-        general = decide_access(connection, partner_id, AccessAction.MODEL_DOWNLOAD, model_version=None, at=at, policy=policy)
+        general = decide_access(
+            connection, partner_id, AccessAction.MODEL_DOWNLOAD, model_version=None, at=at, policy=policy
+        )
         reasons = [r for r in general.reasons if r.code != "model.version_required"]
         reasons.append(
             AccessReason("model.unknown", "no model version is registered yet", "wait until Mishale publishes one")

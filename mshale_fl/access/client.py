@@ -98,7 +98,9 @@ class AccessClient:
         """Send each `prediction.requested` event (at most `window` in flight) and collect the answers."""
         for request in requests:
             if request.type != "prediction.requested" or request.partner_id != self.partner_id:
-                raise ValueError(f"not a prediction request of {self.partner_id}: {request.type} of {request.partner_id}")
+                raise ValueError(
+                    f"not a prediction request of {self.partner_id}: {request.type} of {request.partner_id}"
+                )
         deadline = asyncio.get_running_loop().time() + timeout
         slots = asyncio.Semaphore(window)
         done = 0
@@ -119,7 +121,9 @@ class AccessClient:
         body = encode_event(request)
         while loop.time() < deadline:
             wait = min(self.attempt_timeout, deadline - loop.time())
-            reply = await self._call(request.routing_key, body, wait, correlation_id=str(request.event_id), event=request)
+            reply = await self._call(
+                request.routing_key, body, wait, correlation_id=str(request.event_id), event=request
+            )
             if reply is None:
                 continue  # lost or slow: the same event again (answered once, charged once)
             try:
@@ -161,11 +165,17 @@ class AccessClient:
             if reply.status == "denied":
                 return reply
             if reply.status != "ok":
-                raise AccessClientError(f"Mishale could not serve model version {version}: {reply.status} ({reply.detail})")
+                raise AccessClientError(
+                    f"Mishale could not serve model version {version}: {reply.status} ({reply.detail})"
+                )
             if first is None:
                 first = reply
                 request = ModelDownloadRequest(download_id=download_id, version=reply.version)  # "latest" resolved once
-            elif (reply.version, reply.file_sha256, reply.file_size) != (first.version, first.file_sha256, first.file_size):
+            elif (reply.version, reply.file_sha256, reply.file_size) != (
+                first.version,
+                first.file_sha256,
+                first.file_size,
+            ):
                 raise AccessClientError("the model file changed on Mishale's side during the download; pull again")
             if reply.offset != received:
                 raise AccessClientError(f"asked for offset {received}, got {reply.offset}")
@@ -189,13 +199,17 @@ class AccessClient:
         body = request.model_dump_json().encode()
         while loop.time() < deadline:
             wait = min(self.attempt_timeout, deadline - loop.time())
-            reply = await self._call(model_rpc_routing_key(self.partner_id, method), body, wait, correlation_id=uuid.uuid4().hex)
+            reply = await self._call(
+                model_rpc_routing_key(self.partner_id, method), body, wait, correlation_id=uuid.uuid4().hex
+            )
             if reply is None:
                 continue
             try:
                 return reply_type.model_validate_json(reply)
             except ValidationError as error:
-                raise AccessClientError(f"Mishale's {method} reply does not parse: {error.errors()[0]['msg']}") from None
+                raise AccessClientError(
+                    f"Mishale's {method} reply does not parse: {error.errors()[0]['msg']}"
+                ) from None
         raise AccessClientError(
             f"no answer to the model {method} request within {timeout:g} s (is `mshale-fl worker predict` running?)"
         )
@@ -203,7 +217,13 @@ class AccessClient:
     # -- transport -------------------------------------------------------------------------------
 
     async def _call(
-        self, routing_key: str, body: bytes, timeout: float, *, correlation_id: str, event: EventEnvelope[Any] | None = None
+        self,
+        routing_key: str,
+        body: bytes,
+        timeout: float,
+        *,
+        correlation_id: str,
+        event: EventEnvelope[Any] | None = None,
     ) -> bytes | None:
         """Publish one request and wait up to `timeout` s for its reply (None if none came)."""
         exchange = await self._open()

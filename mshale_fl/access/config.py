@@ -21,7 +21,9 @@ __all__ = ["AccessSettings"]
 class AccessSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MSHALE_ACCESS_", extra="ignore")
 
-    lapse_days: int = Field(default=90, ge=1, le=36_500, description="Access lapses this many days after the last qualifying contribution")
+    lapse_days: int = Field(
+        default=90, ge=1, le=36_500, description="Access lapses this many days after the last qualifying contribution"
+    )
     quota_tier1: int = Field(default=100, ge=0, description="Predictions per UTC day for a Tier 1 partner")
     quota_tier2: int = Field(default=10_000, ge=0, description="Predictions per UTC day for a Tier 2 partner")
     quota_tier3: int = Field(default=10_000, ge=0, description="Predictions per UTC day for a Tier 3 partner")

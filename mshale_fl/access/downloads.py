@@ -29,7 +29,14 @@ from sqlalchemy import Connection, Engine
 from mshale_fl.access.answers import action_access
 from mshale_fl.access.cards import card_json
 from mshale_fl.access.model_files import ModelFiles, ModelUnavailable
-from mshale_fl.access.policy import DEFAULT_POLICY, AccessAction, AccessDecision, AccessPolicy, AccessReason, decide_access
+from mshale_fl.access.policy import (
+    DEFAULT_POLICY,
+    AccessAction,
+    AccessDecision,
+    AccessPolicy,
+    AccessReason,
+    decide_access,
+)
 from mshale_fl.access.proofs import ProofPending, ProofsUnavailable, PublicationProofs
 from mshale_fl.access.registry import get_model_version, latest_model_version, publication_of
 from mshale_fl.access.wire import ModelDownloadReply, ModelDownloadRequest
@@ -86,7 +93,8 @@ class DownloadService:
         if not requester:
             return DownloadAnswer(
                 ModelDownloadReply(
-                    status="refused", detail="the request carries no user_id; it identifies the partner (the broker checks it)"
+                    status="refused",
+                    detail="the request carries no user_id; it identifies the partner (the broker checks it)",
                 )
             )
         try:
@@ -94,7 +102,9 @@ class DownloadService:
                 return self._answer(connection, requester, request, at)
         except Exception as error:  # the ledger is unreachable, a file unreadable: say so, keep serving
             log.error("access.download_failed", partner_id=requester, error=f"{type(error).__name__}: {error}"[:300])
-            return DownloadAnswer(ModelDownloadReply(status="unavailable", detail="the request could not be served; try again later"))
+            return DownloadAnswer(
+                ModelDownloadReply(status="unavailable", detail="the request could not be served; try again later")
+            )
 
     def _answer(
         self, connection: Connection, partner_id: str, request: ModelDownloadRequest, at: datetime | None
@@ -106,9 +116,13 @@ class DownloadService:
         else:
             version = request.version
         if version is None:
-            reason = AccessReason("model.unknown", "no model version is registered yet", "wait until Mishale publishes one")
+            reason = AccessReason(
+                "model.unknown", "no model version is registered yet", "wait until Mishale publishes one"
+            )
             return self._denied(partner_id, request, AccessDecision(False, (reason,), reason.remedy))
-        decision = decide_access(connection, partner_id, AccessAction.MODEL_DOWNLOAD, model_version=version, at=at, policy=self.policy)
+        decision = decide_access(
+            connection, partner_id, AccessAction.MODEL_DOWNLOAD, model_version=version, at=at, policy=self.policy
+        )
         if not decision.allowed:
             return self._denied(partner_id, request, decision, version=version)
 
@@ -118,12 +132,18 @@ class DownloadService:
         except ModelUnavailable as error:
             log.error("access.model_unavailable", model_version=version, error=str(error))
             return DownloadAnswer(
-                ModelDownloadReply(status="unavailable", version=version, detail=f"{error}; Mishale must restore it"[:1000])
+                ModelDownloadReply(
+                    status="unavailable", version=version, detail=f"{error}; Mishale must restore it"[:1000]
+                )
             )
         size = len(file.data)
         if request.offset > size:
             return DownloadAnswer(
-                ModelDownloadReply(status="bad_request", version=version, detail=f"offset {request.offset} is past the end ({size} bytes)")
+                ModelDownloadReply(
+                    status="bad_request",
+                    version=version,
+                    detail=f"offset {request.offset} is past the end ({size} bytes)",
+                )
             )
         extras: dict[str, Any] = {}
         if request.offset == 0:
@@ -190,7 +210,9 @@ class DownloadService:
             "access.denied",
             payload,
             partner_id=partner_id,
-            event_id=decision_event_id("access.denied", partner_id, request.download_id, version if version is not None else request.version),
+            event_id=decision_event_id(
+                "access.denied", partner_id, request.download_id, version if version is not None else request.version
+            ),
             correlation_id=request.download_id,
         )
         reply = ModelDownloadReply(status="denied", version=version, denial=action_access(ACTION, decision))

@@ -95,7 +95,9 @@ class ModelFiles:
             if cached is not None and cached[0] == stamp and cached[1] == sha256:
                 return cached[2]
             data = path.read_bytes()
-            model = load_verified_model(data, version=version, sha256=sha256, source=f"the file of model version {version}")
+            model = load_verified_model(
+                data, version=version, sha256=sha256, source=f"the file of model version {version}"
+            )
             loaded = ModelFile(version, data, hashlib.sha256(data).hexdigest(), model)
             # Keyed on the stamp taken before reading: a write racing the read changes the stamp,
             # so the next call reads and checks again.
@@ -105,4 +107,3 @@ class ModelFiles:
     def forget(self, version: int) -> None:
         with self._lock:
             self._cache.pop(version, None)
-

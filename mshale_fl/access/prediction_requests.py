@@ -38,7 +38,9 @@ def extraction_folder(path: Path) -> Path:
     """The extraction output folder `path` is or lies in (the nearest one holding manifest.json)."""
     path = Path(path)
     if not path.exists():
-        raise SpecsFolderError(f"{path} does not exist; pass an extraction output folder (`mshale-fl extract --output`)")
+        raise SpecsFolderError(
+            f"{path} does not exist; pass an extraction output folder (`mshale-fl extract --output`)"
+        )
     start = path.resolve() if path.is_dir() else path.resolve().parent
     for folder in (start, *start.parents):
         if (folder / MANIFEST_NAME).is_file():

@@ -39,7 +39,9 @@ class ProofsUnavailable(UserFacingError):
 class PublicationProofs:
     """Receipts for events of the audit log at `store`, verified against `verifier`, cached per event."""
 
-    def __init__(self, open_store: Callable[[], ObjectStore], verifier: NoteVerifier, *, origin: str | None = None) -> None:
+    def __init__(
+        self, open_store: Callable[[], ObjectStore], verifier: NoteVerifier, *, origin: str | None = None
+    ) -> None:
         self._open_store = open_store
         self.verifier = verifier
         self.origin = origin or verifier.name

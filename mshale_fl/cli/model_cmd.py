@@ -133,7 +133,9 @@ def _print_list(reply: Any) -> None:
             actions.add_row(action.action, "[green]yes[/]", escape(left.lstrip("; ")))
         else:
             reasons = "; ".join(f"{r.code}: {r.message}" for r in action.reasons)
-            actions.add_row(action.action, "[red]no[/]", escape(reasons + (f" -> {action.remedy}" if action.remedy else "")))
+            actions.add_row(
+                action.action, "[red]no[/]", escape(reasons + (f" -> {action.remedy}" if action.remedy else ""))
+            )
     console.print(actions)
     if not reply.versions:
         console.print("No model version is published yet.")
@@ -160,8 +162,12 @@ def pull(
     api_key: ApiKeyOption = None,
     verifier_key: Annotated[
         str | None,
-        typer.Option("--verifier-key", envvar="MSHALE_AUDIT_VERIFIER_KEY", show_envvar=True,
-                     help="The audit log's verifier key (from Mishale: `mshale-fl audit pubkey`)."),
+        typer.Option(
+            "--verifier-key",
+            envvar="MSHALE_AUDIT_VERIFIER_KEY",
+            show_envvar=True,
+            help="The audit log's verifier key (from Mishale: `mshale-fl audit pubkey`).",
+        ),
     ] = None,  # fmt: skip
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for the whole download.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -187,14 +193,18 @@ def pull(
     async def fetch() -> Any:
         async with open_access_client(key, settings.broker_url) as client:
             return await client.download(
-                requested, timeout=timeout, progress=lambda done, total: progress.update(task, completed=done, total=total)
+                requested,
+                timeout=timeout,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
 
     with progress:
         downloaded = asyncio.run(fetch())
     if isinstance(downloaded, ModelDownloadReply):  # denied
         denial = downloaded.denial
-        reasons = "; ".join(f"{r.code}: {r.message}" for r in denial.reasons) if denial else downloaded.detail or "denied"
+        reasons = (
+            "; ".join(f"{r.code}: {r.message}" for r in denial.reasons) if denial else downloaded.detail or "denied"
+        )
         remedy = f" To get access: {denial.remedy}" if denial and denial.remedy else ""
         if as_json:
             typer.echo(downloaded.model_dump_json(indent=2))
@@ -221,7 +231,9 @@ class AccessDeniedError(UserFacingError):
 @app.command("card")
 def card(
     version: Annotated[str, typer.Option("--version", help="A version number, or 'latest'.")] = "latest",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write model-<N>.json and model-<N>.md into.")] = Path("."),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to write model-<N>.json and model-<N>.md into.")
+    ] = Path("."),
 ) -> None:
     """Write the model card of a registered version from the ledger (operators): JSON and Markdown."""
     from mshale_fl.access.cards import write_model_card
@@ -233,7 +245,11 @@ def card(
     engine = open_ledger(settings=get_settings())
     try:
         with engine.connect() as connection:
-            model = latest_model_version(connection) if requested == "latest" else get_model_version(connection, int(requested))
+            model = (
+                latest_model_version(connection)
+                if requested == "latest"
+                else get_model_version(connection, int(requested))
+            )
     finally:
         engine.dispose()
     if model is None:

@@ -43,23 +43,36 @@ def _fail(message: object, code: int = 2) -> typer.Exit:
 
 def predict(
     specs: Annotated[
-        Path | None, typer.Option("--specs", help="An extraction output folder (or a folder or spec file in it): predict from specs (Tier 1).")
+        Path | None,
+        typer.Option(
+            "--specs", help="An extraction output folder (or a folder or spec file in it): predict from specs (Tier 1)."
+        ),
     ] = None,
     vectors: Annotated[
         Path | None,
-        typer.Option("--vectors", help="A Tier 2 extraction output folder, or a folder or vector file in it: predict from feature vectors."),
+        typer.Option(
+            "--vectors",
+            help="A Tier 2 extraction output folder, or a folder or vector file in it: predict from feature vectors.",
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", envvar="MSHALE_API_KEY", show_default=False, show_envvar=True,
-                     help="Your partner API key (better: set MSHALE_API_KEY)."),
+        typer.Option(
+            "--api-key",
+            envvar="MSHALE_API_KEY",
+            show_default=False,
+            show_envvar=True,
+            help="Your partner API key (better: set MSHALE_API_KEY).",
+        ),
     ] = None,  # fmt: skip
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Items per request; more than 1 is a batch (Tier 2).")
+        int,
+        typer.Option("--batch-size", min=1, max=MAX_BATCH, help="Items per request; more than 1 is a batch (Tier 2)."),
     ] = 1,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for the answers.")] = 60.0,
     config: Annotated[
-        Path | None, typer.Option("--config", help="Partner config declaring your agreements (default: the one extract used).")
+        Path | None,
+        typer.Option("--config", help="Partner config declaring your agreements (default: the one extract used)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -92,7 +105,9 @@ def predict(
         async def run() -> list[PredictionOutcome]:
             async with open_access_client(api_key, settings.broker_url) as client:
                 events = [event for event, _ in ask.requests]
-                return await client.predict(events, timeout=timeout, progress=lambda n: progress.update(task, completed=n))
+                return await client.predict(
+                    events, timeout=timeout, progress=lambda n: progress.update(task, completed=n)
+                )
 
         try:
             with progress:
@@ -122,9 +137,15 @@ def result_rows(ask: PredictionAsk, outcomes: list[PredictionOutcome]) -> dict[s
         if answer is not None and answer.type == "prediction.ready":
             efficiency = {p.item_hash: p.efficiency for p in answer.payload.predictions}
         for item in items:
-            row: dict[str, Any] = {"source": item.source, "item_hash": item.content_hash, "request_id": str(request.event_id)}
+            row: dict[str, Any] = {
+                "source": item.source,
+                "item_hash": item.content_hash,
+                "request_id": str(request.event_id),
+            }
             if answer is None:
-                row.update(status="unanswered", reasons=[], remedy="run predict again (is `mshale-fl worker predict` running?)")
+                row.update(
+                    status="unanswered", reasons=[], remedy="run predict again (is `mshale-fl worker predict` running?)"
+                )
             elif answer.type == "prediction.ready":
                 row.update(status="predicted", efficiency=efficiency.get(item.content_hash),
                            model_version=answer.payload.model_version)  # fmt: skip
@@ -169,14 +190,18 @@ def _print(partner_id: str, kind: str, result: dict[str, Any], timeout: float) -
                 efficiency, model = f"{row['efficiency']:.3f}", str(row["model_version"])
             else:
                 reasons = "; ".join(f"{r['code']}: {r['message']}" for r in row.get("reasons", []))
-                why = f"[{STYLE[status]}]{status}[/] " + escape(reasons + (f" -> {row['remedy']}" if row.get("remedy") else ""))
+                why = f"[{STYLE[status]}]{status}[/] " + escape(
+                    reasons + (f" -> {row['remedy']}" if row.get("remedy") else "")
+                )
                 efficiency = model = "-"
             table.add_row(escape(row["source"]), row["item_hash"][:12], efficiency, model, why)
         console.print(table)
     if result["withheld"]:
         withheld = Table("protocol", "label", "withheld because", title="Withheld (never sent)", title_justify="left")
         for row in result["withheld"]:
-            withheld.add_row(escape(row["source"]), row["sensitivity"], escape(f"{row['reason']}: {row['explanation']}"))
+            withheld.add_row(
+                escape(row["source"]), row["sensitivity"], escape(f"{row['reason']}: {row['explanation']}")
+            )
         console.print(withheld)
     line = (f"{summary['predicted']} predicted, {summary['denied']} denied, {summary['withheld']} withheld "
             f"of {summary['protocols']} protocol(s), in {summary['requests']} request(s)")  # fmt: skip

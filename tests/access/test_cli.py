@@ -30,7 +30,9 @@ LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \[")  # structlog's
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mshale_fl.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mshale_fl.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
@@ -52,7 +54,9 @@ def folders(tmp_path: Path) -> dict[int, Path]:
     return {1: tmp_path / "tier1", 2: tmp_path / "tier2"}
 
 
-def test_partners_predict_list_and_pull_through_the_cli(world: AccessWorld, folders: dict[int, Path], tmp_path: Path) -> None:
+def test_partners_predict_list_and_pull_through_the_cli(
+    world: AccessWorld, folders: dict[int, Path], tmp_path: Path
+) -> None:
     tier1, tier2, tier3 = world.register(1), world.register(2), world.register(3)
     for lab in (tier1, tier2, tier3):
         world.contribute(lab)
@@ -84,7 +88,14 @@ def test_partners_predict_list_and_pull_through_the_cli(world: AccessWorld, fold
         specs = run_cli("predict", "--specs", str(folders[1]), "--json", env=as_lab(tier1))
         assert specs.returncode == 0, specs.stderr
         result = json.loads(specs.stdout)
-        assert result["summary"] == {"protocols": 5, "requests": 2, "predicted": 2, "denied": 0, "unanswered": 0, "withheld": 3}
+        assert result["summary"] == {
+            "protocols": 5,
+            "requests": 2,
+            "predicted": 2,
+            "denied": 0,
+            "unanswered": 0,
+            "withheld": 3,
+        }
         assert {row["source"] for row in result["predictions"]} == {"pcr-colony-screen.txt", "plasmid-miniprep.md"}
         assert all(row["model_version"] == 1 and 0 <= row["efficiency"] <= 1 for row in result["predictions"])
         assert {row["reason"] for row in result["withheld"]} == {
@@ -106,7 +117,9 @@ def test_partners_predict_list_and_pull_through_the_cli(world: AccessWorld, fold
         versions = json.loads(listing.stdout)["versions"]
         assert [(v["version"], v["you_contributed"], v["download"]["allowed"]) for v in versions] == [(1, True, True)]
         table = run_cli("model", "list", env=as_lab(tier2))
-        assert table.returncode == 0 and "tier.insufficient" in table.stdout and "predictions left today" in table.stdout
+        assert (
+            table.returncode == 0 and "tier.insufficient" in table.stdout and "predictions left today" in table.stdout
+        )
 
         pulled_dir = tmp_path / "pulled"
         pulled = run_cli("model", "pull", "--version", "latest", "--output", str(pulled_dir), env=as_lab(tier3))
@@ -122,7 +135,9 @@ def test_partners_predict_list_and_pull_through_the_cli(world: AccessWorld, fold
 
         card = run_cli("model", "card", "--version", "1", "--output", str(tmp_path / "cards"), env=env)
         assert card.returncode == 0, card.stderr
-        assert json.loads((tmp_path / "cards" / "model-1.json").read_text())["contributors"][0]["partner_id"] == tier3.id
+        assert (
+            json.loads((tmp_path / "cards" / "model-1.json").read_text())["contributors"][0]["partner_id"] == tier3.id
+        )
         assert not workers.failed()
         codes = workers.stop()
     assert codes == {"audit": 0, "predict": 0, "predict-2": 0}
@@ -130,10 +145,23 @@ def test_partners_predict_list_and_pull_through_the_cli(world: AccessWorld, fold
 
 
 def test_usage_mistakes_are_one_line(tmp_path: Path, folders: dict[int, Path]) -> None:
-    env = {**os.environ, "MSHALE_HOME": str(tmp_path), "MSHALE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/", "COLUMNS": "250"}
+    env = {
+        **os.environ,
+        "MSHALE_HOME": str(tmp_path),
+        "MSHALE_BROKER_URL": "amqp://guest:guest@127.0.0.1:1/",
+        "COLUMNS": "250",
+    }
     env.pop("MSHALE_API_KEY", None)
     key = "mshale_lab-a_0123456789abcdef_" + "A" * 43
     one_line_error(run_cli("predict", "--specs", str(folders[1]), env=env), 2, "no API key")
-    one_line_error(run_cli("predict", "--specs", str(tmp_path), "--api-key", key, env=env), 2, "not inside an extraction output folder")
-    one_line_error(run_cli("predict", "--specs", str(folders[1]), "--api-key", key, env=env), 2, "cannot reach the Mishale broker")
-    one_line_error(run_cli("model", "pull", "--output", str(tmp_path / "m"), "--api-key", key, env=env), 2, "no audit verifier key")
+    one_line_error(
+        run_cli("predict", "--specs", str(tmp_path), "--api-key", key, env=env),
+        2,
+        "not inside an extraction output folder",
+    )
+    one_line_error(
+        run_cli("predict", "--specs", str(folders[1]), "--api-key", key, env=env), 2, "cannot reach the Mishale broker"
+    )
+    one_line_error(
+        run_cli("model", "pull", "--output", str(tmp_path / "m"), "--api-key", key, env=env), 2, "no audit verifier key"
+    )

@@ -14,12 +14,8 @@ import pytest
 from sqlalchemy import update
 
 from mshale_fl.access.client import AccessClient, DownloadedFile, open_access_client
-from mshale_fl.access.downloads import decision_event_id
-from mshale_fl.access.model_files import model_file_name
 from mshale_fl.access.policy import AccessAction, AccessPolicy, usage_today
-from mshale_fl.access.pull import TamperedDownload, save_pulled_model, verify_download
-from mshale_fl.access.registry import find_model_version, get_model_version
-from mshale_fl.access.tables import model_versions
+from mshale_fl.access.pull import verify_download
 from mshale_fl.broker import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, connect
 from mshale_fl.broker.consumer import DETAIL_HEADER, REASON_HEADER
 from mshale_fl.ledger.tables import agreements
@@ -135,7 +131,10 @@ async def test_an_expired_agreement_and_an_exhausted_quota_are_denied_with_their
         connection.execute(
             update(agreements)
             .where(agreements.c.partner_id == tier2.id)
-            .values(valid_from=(datetime.now(UTC) - timedelta(days=30)).date(), valid_until=(datetime.now(UTC) - timedelta(days=1)).date())
+            .values(
+                valid_from=(datetime.now(UTC) - timedelta(days=30)).date(),
+                valid_until=(datetime.now(UTC) - timedelta(days=1)).date(),
+            )
         )
     sha = world.save_model(1)
     async with world.running(policy=policy):
@@ -226,7 +225,9 @@ async def _raw_request(connection: Any, routing_key: str, body: bytes, *, user_i
         await channel.close()
 
 
-async def test_malformed_requests_are_dead_lettered_with_their_reason_and_the_worker_keeps_serving(world: AccessWorld) -> None:
+async def test_malformed_requests_are_dead_lettered_with_their_reason_and_the_worker_keeps_serving(
+    world: AccessWorld,
+) -> None:
     lab = world.register(1)
     world.contribute(lab)
     sha = world.save_model(1)

@@ -116,7 +116,9 @@ class AccessWorld:
             for number in range(1, rounds + 1):
                 for lab in trainers:
                     round_id = f"run-v{version}/{number}"
-                    ledger_budgets.reserve(connection, partner_id=lab.id, model_version=version, round_id=round_id, mechanism=MECHANISM)
+                    ledger_budgets.reserve(
+                        connection, partner_id=lab.id, model_version=version, round_id=round_id, mechanism=MECHANISM
+                    )
                     if commit:
                         ledger_budgets.commit(connection, partner_id=lab.id, round_id=round_id)
 
@@ -130,10 +132,14 @@ class AccessWorld:
         from mshale_fl.training.model import ModelMetadata, initial_model, save_model
 
         model = initial_model(version if seed is None else seed)
-        return save_model(self.models_dir / model_file_name(version), model, ModelMetadata(version=version, parent=parent, rounds=2))
+        return save_model(
+            self.models_dir / model_file_name(version), model, ModelMetadata(version=version, parent=parent, rounds=2)
+        )
 
     def published_event(self, version: int, sha256: str, *, parent: int | None = None) -> EventEnvelope[Any]:
-        payload = ModelPublished(model_version=version, parent_version=parent, sha256=sha256, rounds=2, metrics={"val_mae": 0.125})
+        payload = ModelPublished(
+            model_version=version, parent_version=parent, sha256=sha256, rounds=2, metrics={"val_mae": 0.125}
+        )
         return new_event("model.published", payload, partner_id="mishale")
 
     async def publish(self, *events: EventEnvelope[Any]) -> None:
@@ -146,7 +152,9 @@ class AccessWorld:
         finally:
             await connection.close()
 
-    async def announce(self, version: int, sha256: str, *, parent: int | None = None, wait: bool = True) -> EventEnvelope[Any]:
+    async def announce(
+        self, version: int, sha256: str, *, parent: int | None = None, wait: bool = True
+    ) -> EventEnvelope[Any]:
         """Publish `model.published` as the training server does and wait until the registry has it."""
         event = self.published_event(version, sha256, parent=parent)
         await self.publish(event)
@@ -185,10 +193,16 @@ class AccessWorld:
     ) -> AsyncIterator[list[PredictProcessor]]:  # fmt: skip
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
-        audit = AuditProcessor(lambda: AuditAppender(LocalStore(self.log_dir), self.signer, index_path=self.root / "index.sqlite3"))
+        audit = AuditProcessor(
+            lambda: AuditAppender(LocalStore(self.log_dir), self.signer, index_path=self.root / "index.sqlite3")
+        )
         processors = []
         try:
-            tasks.append(asyncio.create_task(serve_audit(audit, self.settings, stop=stop, install_signal_handlers=False, shutdown_grace=2)))
+            tasks.append(
+                asyncio.create_task(
+                    serve_audit(audit, self.settings, stop=stop, install_signal_handlers=False, shutdown_grace=2)
+                )
+            )
             for _ in range(predict_workers):
                 models = ModelFiles(self.models_dir)
                 processor = PredictProcessor(
@@ -200,13 +214,26 @@ class AccessWorld:
                 processors.append(processor)
                 tasks.append(
                     asyncio.create_task(
-                        serve_predict(processor, downloads, self.settings, stop=stop, install_signal_handlers=False, shutdown_grace=2)
+                        serve_predict(
+                            processor,
+                            downloads,
+                            self.settings,
+                            stop=stop,
+                            install_signal_handlers=False,
+                            shutdown_grace=2,
+                        )
                     )
                 )
             watcher = await connect(self.broker_url, name="test watcher", robust=False)
             try:
-                for queue, count in (("mshale.audit", 1), ("mshale.predict", predict_workers), ("mshale.rpc.model", predict_workers)):
-                    await eventually(lambda queue=queue, count=count: _consumers(watcher, queue, count, tasks), timeout=30)
+                for queue, count in (
+                    ("mshale.audit", 1),
+                    ("mshale.predict", predict_workers),
+                    ("mshale.rpc.model", predict_workers),
+                ):
+                    await eventually(
+                        lambda queue=queue, count=count: _consumers(watcher, queue, count, tasks), timeout=30
+                    )
             finally:
                 await watcher.close()
             self.processors = processors
