@@ -24,8 +24,8 @@ answer is recorded in the inbox with the quota charge, in one transaction: a req
 
 Malformed requests never stop the worker: a body that does not parse is dead-lettered with its
 reason (`x-mshale-reason: invalid_event`) by the consumer runtime, and if it came from a partner
-with a `reply_to`, that partner first gets an `access.denied` (`request.invalid` reasons from the
-validation errors) so it is not left waiting.
+with a `reply_to`, that partner first gets an `access.denied` whose reasons name each invalid field
+(the validator's codes: `vector.length`, `spec.unknown_field`, ...) so it is not left waiting.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine
 
-from mshale_fl.access.answers import ANSWER_NAMESPACE, answer_prediction, model_list
+from mshale_fl.access.answers import ANSWER_NAMESPACE, DEFAULT_MAX_REQUEST_AGE, answer_prediction, model_list
 from mshale_fl.access.config import AccessSettings
 from mshale_fl.access.downloads import DownloadService
 from mshale_fl.access.model_files import ModelFiles
@@ -155,7 +155,7 @@ class PredictProcessor(InboxProcessor):
         models: ModelFiles,
         *,
         policy: AccessPolicy = DEFAULT_POLICY,
-        max_request_age: timedelta = timedelta(seconds=120),
+        max_request_age: timedelta = DEFAULT_MAX_REQUEST_AGE,
         settle_wait_s: float = 300.0,
     ) -> None:
         super().__init__(PredictHandler(models, policy=policy, max_request_age=max_request_age), engine)

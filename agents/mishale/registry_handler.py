@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine
 
 from mshale_fl.access.registry import (
     ConflictingModelVersion,
+    find_model_version,
     privacy_spent_on,
     record_publication,
     register_model_version,
@@ -89,4 +90,6 @@ async def wait_until_settled(engine: Engine, model_version: int, *, timeout: flo
 
 def _count_open(engine: Engine, model_version: int) -> int:
     with engine.connect() as connection:
+        if find_model_version(connection, model_version) is not None:
+            return 0  # registered already (a redelivery): the inbox answers it, nothing to wait for
         return unsettled_spends(connection, model_version)

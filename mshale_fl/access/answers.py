@@ -8,7 +8,8 @@
 
 Which action a request is: one spec is `predict.spec`, one vector `predict.vectors`, anything with
 more than one item `predict.batch` (a Tier 2 privilege). Predictions always come from the newest
-registered version whose file checks out against the registry (`ModelFiles`).
+registered version whose file checks out against the registry (`ModelFiles`); if that file is
+missing or altered, the next older one answers (the answer names its version) and the fault is logged.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from mshale_fl.access.policy import (
     download_overview,
     usage_today,
 )
-from mshale_fl.access.registry import latest_model_version
+from mshale_fl.access.registry import list_model_versions
 from mshale_fl.access.wire import ActionAccess, ModelListReply, VersionAccess
 from mshale_fl.ledger._sql import now_utc, utc_date
 from mshale_fl.ledger.partners import get_partner
@@ -57,7 +58,9 @@ __all__ = [
 
 ANSWER_NAMESPACE = uuid.UUID("3d7f0c1e-8a52-5b69-a4e3-1f6c2d9b7e40")
 """Answer ids are uuid5(ANSWER_NAMESPACE, request id): one answer per request, ever."""
-DEFAULT_MAX_REQUEST_AGE = timedelta(seconds=120)
+DEFAULT_MAX_REQUEST_AGE = timedelta(minutes=10)
+"""Generous on purpose: the age is measured against the partner's clock, which may be behind ours."""
+FALLBACK_VERSIONS = 3
 ORDERED_PREDICT_ACTIONS = (AccessAction.PREDICT_SPEC, AccessAction.PREDICT_VECTORS, AccessAction.PREDICT_BATCH)
 
 
@@ -112,11 +115,37 @@ def _request_reasons(
             AccessReason(
                 "request.stale",
                 f"the request waited {age.total_seconds():.0f} s for a predict worker, longer than "
-                f"{max_age.total_seconds():.0f} s, so nobody is waiting for its answer; nothing was charged",
+                f"{max_age.total_seconds():.0f} s, so nobody is waiting for its answer (or your clock is that far "
+                "behind Mishale's); nothing was charged",
                 "send the request again",
             )
         )
     return reasons
+
+
+def _serving_model(connection: Connection, models: ModelFiles) -> tuple[int, Any] | AccessReason:
+    """The newest registered version whose file checks out (and the model), or why there is none.
+
+    A version whose file is missing or altered is skipped (and logged): an older version still
+    answers, and the answer names the version it came from. At most `FALLBACK_VERSIONS` are tried.
+    """
+    versions = list_model_versions(connection)
+    if not versions:
+        return AccessReason(
+            "model.unavailable",
+            "no model version is registered yet",
+            "wait until Mishale publishes the first model version",
+        )
+    problems = []
+    for model in reversed(versions[-FALLBACK_VERSIONS:]):
+        try:
+            return model.version, models.get(model.version, model.sha256).model
+        except ModelUnavailable as error:
+            log.error("access.model_unavailable", model_version=model.version, error=str(error))
+            problems.append(str(error))
+    return AccessReason(
+        "model.unavailable", "; ".join(problems)[:500], "try again later (Mishale's operators are alerted)"
+    )
 
 
 def answer_prediction(
@@ -151,22 +180,10 @@ def answer_prediction(
     if reasons:
         return denial_event(request, action.value, reasons)
 
-    latest = latest_model_version(connection)
-    if latest is None:
-        reason = AccessReason(
-            "model.unavailable",
-            "no model version is registered yet",
-            "wait until Mishale publishes the first model version",
-        )
-        return denial_event(request, action.value, [reason])
-    try:
-        model = models.get(latest.version, latest.sha256).model
-    except ModelUnavailable as error:
-        log.error("access.model_unavailable", model_version=latest.version, error=str(error))
-        reason = AccessReason(
-            "model.unavailable", str(error)[:500], "try again later (Mishale's operators are alerted)"
-        )
-        return denial_event(request, action.value, [reason])
+    serving = _serving_model(connection, models)
+    if isinstance(serving, AccessReason):
+        return denial_event(request, action.value, [serving])
+    version, model = serving
 
     decision = authorize(connection, request.partner_id, action, items=items, at=now, policy=policy)
     if not decision.allowed:
@@ -180,7 +197,7 @@ def answer_prediction(
     hashes = [spec.content_hash for spec in specs] + [vector.spec_hash for vector in vectors]
     ready = PredictionReady(
         request_id=request.event_id,
-        model_version=latest.version,
+        model_version=version,
         predictions=[
             Prediction(item_hash=item_hash, efficiency=float(efficiency))
             for item_hash, efficiency in zip(hashes, efficiencies, strict=True)

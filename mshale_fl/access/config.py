@@ -31,7 +31,9 @@ class AccessSettings(BaseSettings):
         default=None, description="Where the training server publishes model files; default <MSHALE_HOME>/models"
     )
     max_request_age_s: float = Field(
-        default=120.0, gt=0, description="A prediction request older than this is refused unanswered (request.stale)"
+        default=600.0,
+        gt=0,
+        description="A prediction request older than this (by the partner's clock) is refused uncharged (request.stale)",
     )
     settle_wait_s: float = Field(
         default=300.0, ge=0, description="How long the registry waits for a version's privacy spends to be settled"

@@ -85,24 +85,30 @@ async def test_a_contributor_pulls_the_registered_weights_and_any_alteration_in_
 async def test_a_tampered_model_file_is_never_served_nor_used(world: AccessWorld) -> None:
     lab = world.register(3)
     world.contribute(lab)
-    sha = world.save_model(1)
+    first, second = world.save_model(1), world.save_model(2, parent=1)
     world.train(1, [lab])
+    world.train(2, [lab])
     async with world.running():
-        await world.announce(1, sha)
-        world.save_model(1, seed=99)  # other weights under the same name: what an intruder would do
+        await world.announce(1, first)
+        await world.announce(2, second, parent=1)
+        world.save_model(2, seed=99)  # other weights under the same name: what an intruder would do
         async with open_access_client(lab.api_key, world.broker_url) as client:
             with pytest.raises(AccessClientError, match="is registered with") as swapped:
-                await client.download(1, timeout=30)
-            prediction = (await client.predict([spec_request(lab)], timeout=30))[0].answer
+                await client.download(2, timeout=30)
+            fallback = (await client.predict([spec_request(lab)], timeout=30))[0].answer
             path = world.models_dir / model_file_name(1)
             data = bytearray(path.read_bytes())
-            data[-200] ^= 0xFF
+            data[-200] ^= 0xFF  # a flipped bit in the weights of version 1
             path.write_bytes(bytes(data))
             with pytest.raises(AccessClientError, match="unavailable"):
                 await client.download(1, timeout=30)
+            nothing = (await client.predict([spec_request(lab, seed=1)], timeout=30))[0].answer
     assert "Mishale must restore it" in str(swapped.value)
-    assert prediction.type == "access.denied"
-    assert [reason.code for reason in prediction.payload.reasons] == ["model.unavailable"]
+    # Predictions come from the newest version whose file checks out, and say which one that is.
+    assert fallback.type == "prediction.ready" and fallback.payload.model_version == 1
+    assert nothing.type == "access.denied"
+    assert [reason.code for reason in nothing.payload.reasons] == ["model.unavailable"]
+    assert "registered with" in nothing.payload.reasons[0].message
 
 
 async def test_a_forged_registry_entry_is_caught_against_the_audit_log(world: AccessWorld) -> None:
