@@ -16,6 +16,7 @@ from mshale_fl.cli import (
     inspect_cmd,
     model_cmd,
     partners_cmd,
+    predict_cmd,
     schema_cmd,
     submit_cmd,
     train_cmd,
@@ -39,6 +40,7 @@ app.command("extract")(extract_cmd.extract)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("submit")(submit_cmd.submit)
 app.command("join")(train_cmd.join)
+app.command("predict")(predict_cmd.predict)
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")
