@@ -8,6 +8,7 @@ import click
 import typer
 
 from mshale_fl.cli import (
+    agent_cmd,
     audit_cmd,
     broker_cmd,
     demo_cmd,
@@ -38,6 +39,7 @@ app.command("extract")(extract_cmd.extract)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("submit")(submit_cmd.submit)
 app.command("join")(train_cmd.join)
+app.add_typer(agent_cmd.app, name="agent")
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")
