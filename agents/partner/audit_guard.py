@@ -119,6 +119,7 @@ class AuditGuard:
             return None
         write_atomic(self.receipts_dir / f"{item.event_id}.json", verified.receipt.to_json() + "\n")
         checkpoint = verified.checkpoint
+        advanced = state.audit.get("checkpoint_size") != (self.witness.latest.size if self.witness.latest else None)
         state.audit.update({
             "checkpoint_size": self.witness.latest.size if self.witness.latest else checkpoint.size,
             "checkpoint_root": self.witness.latest.root_hex if self.witness.latest else checkpoint.root_hex,
@@ -130,8 +131,10 @@ class AuditGuard:
         for record in state.files.values():
             if record.submission_id == str(item.event_id):
                 record.audit = "verified"
-        log.info("agent.audit_verified", event_id=str(item.event_id), index=verified.receipt.index,
-                 checkpoint_size=state.audit["checkpoint_size"])  # fmt: skip
+        (log.info if advanced or item.event is not None else log.debug)(
+            "agent.audit_verified", event_id=str(item.event_id), index=verified.receipt.index,
+            checkpoint_size=state.audit["checkpoint_size"],
+        )  # fmt: skip
         return True
 
     def due(self, state: AgentState) -> list[Pending]:

@@ -153,7 +153,7 @@ class PartnerDaemon:
             scan = await asyncio.to_thread(self.watcher.scan)
             dirty = self._forget_removed(scan)
             changes = self._changes(scan)
-            sent_any = False
+            processed = False
             if changes and not self.state.halted and time.monotonic() >= self._broker_retry_at:
                 self._corpus_changed.set()
                 size = self.config.agent.batch_files
@@ -162,7 +162,7 @@ class PartnerDaemon:
                         break
                     if not await self._contribute(changes[start : start + size]):
                         break
-                    sent_any = True
+                    processed = True
                 dirty = True
             if self.guard is not None and not self.state.halted and time.monotonic() >= self._next_audit_check:
                 self._next_audit_check = time.monotonic() + self.config.audit.check_seconds
@@ -171,7 +171,7 @@ class PartnerDaemon:
             if dirty or time.monotonic() - self._last_saved >= STATE_HEARTBEAT_SECONDS:
                 self.state.save()
                 self._last_saved = time.monotonic()
-            if not self._caught_up and (not changes or sent_any) and not scan.unsettled:
+            if not self._caught_up and (not changes or processed) and not scan.unsettled:
                 self._caught_up = True
                 log.info("agent.caught_up", files=len(scan.present), **self.state.counts())
         except asyncio.CancelledError:
@@ -254,6 +254,8 @@ class PartnerDaemon:
 
     async def _send(self, prepared: Prepared) -> SubmissionResult:
         assert prepared.plan is not None
+        if self._stop.is_set():  # asked to stop while the chunk was being extracted: send nothing new
+            raise _Abandoned
         sending = asyncio.create_task(
             submit_plan(prepared.plan, self.config.api_key, broker_url=self.config.broker_url,
                         timeout=self.config.agent.receipt_timeout, window=self.publish_window,

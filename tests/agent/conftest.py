@@ -8,6 +8,7 @@ every connection of the vhost on purpose, and run synchronously around real proc
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aio_pika
 import pytest
@@ -21,6 +22,7 @@ from tier1.conftest import (  # noqa: F401  (pytest finds fixtures by name in th
 )
 
 from mshale_fl.broker import EVENTS_EXCHANGE, declare_topology
+from mshale_fl.schemas.events import EventEnvelope, parse_event
 
 BUS_QUEUE = "test.agent.observer"
 
@@ -59,6 +61,11 @@ class Bus:
     def messages(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
         self.seen.extend(asyncio.run(_drain(self.broker_url)))
         return list(self.seen)
+
+    def events(self, event_type: str) -> list[EventEnvelope[Any]]:
+        """The events of one type seen so far (receipt requests, RPCs on the same exchange, are not events)."""
+        messages = self.messages()
+        return [parse_event(m.body) for m in messages if m.routing_key and m.routing_key.endswith(f".{event_type}")]
 
 
 @pytest.fixture

@@ -135,3 +135,26 @@ def state(home: Path) -> dict[str, Any]:
 def file_status(home: Path, source: str) -> str | None:
     record = state(home)["files"].get(source)
     return record["status"] if record else None
+
+
+class WorkerProcess:
+    """`mshale-fl worker ROLE` (or any command) as a real process with its own environment and log."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        handle = log_path.open("ab")
+        self.log_path = log_path
+        self.process = subprocess.Popen([sys.executable, "-m", "mshale_fl.cli", *args], env=env, stdout=handle,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        handle.close()
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
