@@ -83,6 +83,7 @@ class PartnerDaemon:
         self._next_audit_check = 0.0
         self._last_saved = 0.0
         self._caught_up = False
+        self._corpus_missing = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -186,9 +187,14 @@ class PartnerDaemon:
     def _forget_removed(self, scan: Scan) -> bool:
         """Drop the records of files gone from the corpus (unless the corpus looks absent: a share not mounted)."""
         assert self.state is not None
+        missing = not self.config.corpus.is_dir()
+        if missing != self._corpus_missing:  # said once per change, not at every scan
+            self._corpus_missing = missing
+            if missing:
+                log.warning("agent.corpus_missing", corpus=str(self.config.corpus), detail="waiting for it to come back")
+            else:
+                log.info("agent.corpus_back", corpus=str(self.config.corpus))
         if not scan.present:
-            if self.state.files and not self.config.corpus.is_dir():
-                log.warning("agent.corpus_missing", corpus=str(self.config.corpus))
             return False
         gone = [source for source in self.state.files if source not in scan.present]
         for source in gone:
