@@ -105,6 +105,8 @@ class ServeConfig:
     retry_seconds: float = 5.0
     """After a round could not gather `min_clients` reservations: how long to wait before asking again
     (sooner when a partner joins or leaves)."""
+    eval_corpus: Path | None = None
+    """Mishale's own hold-out protocols with outcomes: each round's model is scored on them (`eval_loss`)."""
     secure_aggregation: bool = True
     secagg: secagg.SecAggSettings = field(default_factory=secagg.SecAggSettings)
 
@@ -366,6 +368,11 @@ class FederatedTraining:
                 else PlainAggregation(self.strategy)
             )
         self.aggregation = aggregation
+        self.evaluation = None
+        if config.eval_corpus is not None:
+            from mshale_fl.training.evaluation import HoldoutEvaluation
+
+            self.evaluation = HoldoutEvaluation(config.eval_corpus)
 
     # -- the whole run ---------------------------------------------------------------------------
 
@@ -504,6 +511,8 @@ class FederatedTraining:
         failed = result.failed or len(participants) < self.config.min_clients
         if not failed and new_arrays is not None:
             metrics["update_norm"] = _distance(arrays, new_arrays)
+        if self.evaluation is not None:
+            metrics["eval_loss"] = self.evaluation.loss(arrays if failed or new_arrays is None else new_arrays)
         model_file, digest = (None, None)
         if not failed and new_arrays is not None:
             model_file, digest, new_arrays = self._save_round_model(state, server_round, new_arrays)

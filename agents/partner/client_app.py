@@ -11,8 +11,11 @@ Two handlers (the message protocol is in mshale_fl/federation/protocol.py):
 * `train` — checks the reserved mechanism the server sends against its own data and budget
   (refusing, before any data is read, if it would exceed the budget or does not match), records
   the spend in its accountant *before* training, trains with `train_locally` (Opacus-equivalent
-  DP-SGD with FedProx's proximal step) and replies with the weights, `num-examples`, the
-  mechanism and the epsilon spent so far on this model version.
+  DP-SGD with FedProx's proximal step). Under secure aggregation (a `secagg` record in the
+  instruction, the default) it replies with the mechanism, the epsilon spent so far on this model
+  version and its signed round keys, and its update enters a secure-aggregation session
+  (secagg_participant.py) that the `train.secagg_*` stages advance; without it, it replies with the
+  weights and `num-examples` as well.
 
 A repeated `train` for the same round (the server restarted mid-round, or our reply was lost)
 is answered from a reply cache on disk without training again: releasing the same update twice

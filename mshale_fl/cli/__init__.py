@@ -11,6 +11,7 @@ from mshale_fl.cli import (
     agent_cmd,
     audit_cmd,
     broker_cmd,
+    console_cmd,
     demo_cmd,
     extract_cmd,
     inspect_cmd,
@@ -50,6 +51,7 @@ app.add_typer(broker_cmd.events_app, name="events")
 app.add_typer(worker_cmd.app, name="worker")
 app.command("serve")(train_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
+app.command("console")(console_cmd.console)
 
 # Auditors
 app.add_typer(audit_cmd.app, name="audit")

@@ -68,6 +68,13 @@ def serve(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="Abandon an unfinished run of this model and start a new one.")
     ] = False,
+    eval_corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-corpus",
+            help="Mishale's own hold-out protocols with outcomes; each round's model is scored on them (eval_loss).",
+        ),
+    ] = None,
     secure_aggregation: Annotated[
         bool,
         typer.Option(
@@ -137,6 +144,7 @@ def serve(
         new_run=new_run,
         secure_aggregation=secure_aggregation,
         secagg=secagg_settings,
+        eval_corpus=eval_corpus,
     )
     _base, metadata = load_model(model)
     engine = open_ledger(settings=settings)

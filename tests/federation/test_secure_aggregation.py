@@ -115,8 +115,17 @@ def _assert_round_model_is_the_mean(federation: Federation, outcome, partners: l
 
 def test_the_new_model_is_exactly_the_weighted_mean_of_the_updates_the_server_never_saw(federation: Federation) -> None:
     apps = {partner: StageDropout() for partner in ("lab-a", "lab-b", "lab-c")}
-    outcome = _run(federation, apps)
+    holdout = federation.corpus("mishale-holdout")
+    outcome = _run(federation, apps, eval_corpus=holdout)
     _assert_round_model_is_the_mean(federation, outcome, list(apps))
+    # The loss operators see is the round model's, on Mishale's own hold-out data.
+    from flwr.app import ArrayRecord
+
+    from mshale_fl.training.evaluation import HoldoutEvaluation
+
+    record = outcome.state.rounds[0]
+    model, _ = load_model(federation.server_home / "federation" / "runs" / outcome.state.run_id / record.model_file)
+    assert record.metrics["eval_loss"] == pytest.approx(HoldoutEvaluation(holdout).loss(ArrayRecord(model.state_dict())))
     for app in apps.values():
         # Every stage exactly once (the plan may be asked again while the cohort forms).
         assert {stage: app.received[stage] for stage in STAGES} == dict.fromkeys(STAGES, 1)
