@@ -8,6 +8,7 @@ import click
 import typer
 
 from mshale_fl.cli import (
+    agent_cmd,
     audit_cmd,
     broker_cmd,
     console_cmd,
@@ -41,6 +42,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("submit")(submit_cmd.submit)
 app.command("join")(train_cmd.join)
 app.command("predict")(predict_cmd.predict)
+app.add_typer(agent_cmd.app, name="agent")
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")
