@@ -173,7 +173,7 @@ async def measured_run(url: str, partners: Any, workload: Any, *, rate: float | 
     ledger = ledger_view(engine, run)
     check = check_load(run, watcher, ledger, log_is_the_runs=False)
     times = stage_times(run, watcher, ledger)
-    batches = [size for size in watcher.batch_sizes()]
+    batches = watcher.batch_sizes()
     appended = watcher.covered_size() - size_before
     new_checkpoints = sum(1 for size in watcher.log.checkpoint_sizes() if size > size_before)
     submissions = len(run.sent)
@@ -206,7 +206,6 @@ async def worker_configuration(
     from mshale_fl.ledger import open_ledger
     from mshale_fl.testing.load import (
         AuditLogWatcher,
-        LoadProfile,
         MishaleWorkers,
         build_workload,
         declare_mishale_topology,
