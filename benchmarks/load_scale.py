@@ -173,7 +173,7 @@ async def measured_run(url: str, partners: Any, workload: Any, *, rate: float | 
     ledger = ledger_view(engine, run)
     check = check_load(run, watcher, ledger, log_is_the_runs=False)
     times = stage_times(run, watcher, ledger)
-    batches = [size for size in watcher.batch_sizes()]
+    batches = watcher.batch_sizes()
     appended = watcher.covered_size() - size_before
     new_checkpoints = sum(1 for size in watcher.log.checkpoint_sizes() if size > size_before)
     submissions = len(run.sent)
@@ -206,7 +206,6 @@ async def worker_configuration(
     from mshale_fl.ledger import open_ledger
     from mshale_fl.testing.load import (
         AuditLogWatcher,
-        LoadProfile,
         MishaleWorkers,
         build_workload,
         declare_mishale_topology,
@@ -564,7 +563,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {info['machine']}; RabbitMQ {info['rabbitmq']} and PostgreSQL {info['postgresql']} on the same "
         "machine. The two cores are shared by the broker, PostgreSQL, every worker process, the load generator "
         "*and other people's work*, so absolute rates are noisy: `share` below is the pipeline's part of the "
-        "machine's busy CPU time during the run (1.00 = nothing else ran). Compare against the 1-replica row and "
+        "machine's busy CPU time during the run (1.00 = nothing else ran), and `est. on 2 free cores` is 2,000 ms "
+        "divided by the pipeline's CPU ms per submission, the rate if the pipeline had both cores and CPU were its "
+        "only limit (an upper bound: lock waits do not show in CPU). Compare against the 1-replica row and "
         f"the raw baseline of the same round. Load average at start / end: {results['load_before']} / "
         f"{results['load_after']}. {rounds} round(s); with several, each cell is the median (min-max) over rounds.",
         f"Command: `.venv/bin/python benchmarks/load_scale.py {results['command']}`.",
@@ -581,9 +582,9 @@ def markdown(results: dict[str, Any]) -> str:
         "single-active-consumer queue.",
         "",
         "| ledger | replicas per role | saturating: submissions/s end to end | vs 1 replica | vs raw pipeline | "
-        "CPU ms per submission (pipeline) | share | paced: publish -> audit append p50 / p99 ms | paced: all done p50 / p99 ms | "
+        "CPU ms per submission (pipeline) | share | est. on 2 free cores, /s | paced: publish -> audit append p50 / p99 ms | paced: all done p50 / p99 ms | "
         "peak backlog validate / ledger / audit | entries per audit append | checks |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for backend, replicas, group in grouped(configs):
         saturating = [c["saturating"] for c in group]
@@ -596,6 +597,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{spread([ratio_to_one_replica(configs, c) for c in group], digits=2)} | "
             f"{spread([ratio_to_raw(raws, c) for c in group], digits=2)} | "
             f"{spread([system_cpu_ms(r) for r in saturating], digits=1)} | {spread([our_share(r) for r in saturating], digits=2)} | "
+            f"{spread([2000 / system_cpu_ms(r) for r in saturating])} | "
             f"{spread([r['latency']['audited']['p50'] for r in paced], 1000)} / {spread([r['latency']['audited']['p99'] for r in paced], 1000)} | "
             f"{spread([r['latency']['done']['p50'] for r in paced], 1000)} / {spread([r['latency']['done']['p99'] for r in paced], 1000)} | "
             f"{peaks} | {spread([r['audit_batch_mean'] for r in saturating], digits=1)} | {ok} |"
@@ -605,6 +607,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append(
         f"| raw aio-pika pipeline ({len(raws)} runs) | 1 | {spread([r['throughput'] for r in raw_saturating])} | | 1.00 | "
         f"{spread([system_cpu_ms(r) for r in raw_saturating], digits=1)} | {spread([our_share(r) for r in raw_saturating], digits=2)} | "
+        f"{spread([2000 / system_cpu_ms(r) for r in raw_saturating])} | "
         f"{spread([r['latency']['audited']['p50'] for r in raw_paced], 1000)} / {spread([r['latency']['audited']['p99'] for r in raw_paced], 1000)} | "
         f"{spread([r['latency']['done']['p50'] for r in raw_paced], 1000)} / {spread([r['latency']['done']['p99'] for r in raw_paced], 1000)} | | | |"
     )
@@ -734,21 +737,26 @@ def figures(results: dict[str, Any]) -> list[Path]:
     paths.append(_save(fig, "load_latency.png"))
 
     # CPU per submission by process group (first round of each configuration, then the raw runs).
+    # Other people's work is written above each bar rather than stacked: it dwarfs the rest.
     fig, axis = plt.subplots(figsize=(11, 4))
     labels = [f"{backend[:6]}\n{replicas}x" for backend, replicas, _ in groups] + ["raw" for _ in raws]
     runs = [group[0]["saturating"] for _, _, group in groups] + [raw["saturating"] for raw in raws]
     names: list[str] = []
     for run in runs:
-        names += [name for name in cpu_ms_per_submission(run) if name not in names]
+        names += [name for name in cpu_ms_per_submission(run) if name not in names and name != "other processes"]
     bottom = [0.0] * len(runs)
     for name in names:
         values = [cpu_ms_per_submission(run).get(name, 0.0) for run in runs]
-        axis.bar(range(len(runs)), values, bottom=bottom, label=name, hatch="//" if name == "other processes" else None,
-                 alpha=0.35 if name == "other processes" else 1.0)  # fmt: skip
+        axis.bar(range(len(runs)), values, bottom=bottom, label=name)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    for index, run in enumerate(runs):
+        other = cpu_ms_per_submission(run).get("other processes", 0.0)
+        axis.annotate(f"+{other:.0f}\nothers", (index, bottom[index]), ha="center", va="bottom", fontsize=7, color="grey")
+    axis.set_ylim(0, max(bottom) * 1.35)
     axis.set_xticks(range(len(runs)), labels, fontsize=8)
-    axis.set(ylabel="CPU ms per submission", title="Where the CPU goes (saturating runs; hatched: other people's work)")
-    axis.legend(fontsize=7, ncol=3)
+    axis.set(ylabel="CPU ms per submission",
+             title="Where the CPU goes (saturating runs; grey: other people's work on the machine meanwhile)")  # fmt: skip
+    axis.legend(fontsize=7, ncol=4, loc="upper right")
     paths.append(_save(fig, "load_cpu.png"))
 
     # Queue backlogs over time in the saturating runs (first round).

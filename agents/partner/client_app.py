@@ -26,7 +26,8 @@ release the ledger (one reservation per round id) would not count.
 
 The partner's settings come from Flower's node config (so the same app runs under
 `flower-supernode --node-config ...`): `partner-id`, `corpus`, `dp-epsilon`, and optionally
-`home` (default MSHALE_HOME) for the accountant and the reply cache.
+`home` (default MSHALE_HOME) for the accountant and the reply cache, and `config` (the partner
+config whose labels and agreements decide what trains; default `mshale.toml` at the corpus root).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class PartnerSettings:
     corpus: Path
     dp_epsilon: float
     home: Path
+    config: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: dict[str, Any]) -> PartnerSettings:
@@ -79,7 +81,8 @@ class PartnerSettings:
         if not (math.isfinite(dp_epsilon) and dp_epsilon > 0):
             raise UserFacingError(f"dp-epsilon must be a number > 0, got {dp_epsilon}")
         home = Path(str(node_config.get("home") or get_settings().home))
-        return cls(partner_id, corpus, dp_epsilon, home)
+        config = Path(str(node_config["config"])) if node_config.get("config") else None
+        return cls(partner_id, corpus, dp_epsilon, home, config)
 
 
 class ReplyCache:
@@ -143,7 +146,7 @@ class PartnerTrainer:
     def data(self) -> Any:
         with self._lock:
             if self._data is None:
-                self._data = load_partner_data(self.settings.corpus)
+                self._data = load_partner_data(self.settings.corpus, self.settings.config)
             return self._data
 
     def accountant(self, model_version: int, delta: float) -> Any:
@@ -362,11 +365,11 @@ class PartnerTrainer:
         return ConfigRecord({p.PARTNER_ID: self.settings.partner_id, s.IDENTITY_KEY: self.secagg.identity_public_key})
 
 
-def load_partner_data(corpus: Path) -> Any:
+def load_partner_data(corpus: Path, config: Path | None = None) -> Any:
     """The partner's Tier 3 training data (features and outcomes), extracted and featurised locally."""
     from mshale_fl.training.data import load_training_data
 
-    data = load_training_data(corpus)
+    data = load_training_data(corpus, config_path=config)
     if len(data.targets) == 0:
         reasons = ", ".join(f"{code} {count}" for code, count in sorted(data.skip_reasons().items()))
         raise UserFacingError(
@@ -389,7 +392,7 @@ def trainer_for(context: Context) -> PartnerTrainer:
 
 def trainer_for_config(node_config: dict[str, Any]) -> PartnerTrainer:
     settings = PartnerSettings.from_node_config(node_config)
-    key = (settings.partner_id, str(settings.corpus), settings.dp_epsilon, str(settings.home))
+    key = (settings.partner_id, str(settings.corpus), settings.dp_epsilon, str(settings.home), str(settings.config))
     with _trainers_lock:
         trainer = _trainers.get(key)
         if trainer is None:

@@ -8,6 +8,7 @@ import click
 import typer
 
 from mshale_fl.cli import (
+    agent_cmd,
     audit_cmd,
     broker_cmd,
     console_cmd,
@@ -16,6 +17,7 @@ from mshale_fl.cli import (
     inspect_cmd,
     model_cmd,
     partners_cmd,
+    predict_cmd,
     schema_cmd,
     submit_cmd,
     train_cmd,
@@ -39,6 +41,8 @@ app.command("extract")(extract_cmd.extract)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("submit")(submit_cmd.submit)
 app.command("join")(train_cmd.join)
+app.command("predict")(predict_cmd.predict)
+app.add_typer(agent_cmd.app, name="agent")
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")

@@ -1,7 +1,8 @@
 """A load generator: N simulated partner agents submitting specs and vectors to real Mishale workers.
 
 Reusable by benchmarks (`benchmarks/load_scale.py`), the load test (`tests/load/`) and fault
-suites that kill workers or the broker while it runs. Four parts, each usable alone:
+suites that kill workers or the broker while it runs (`MishaleWorkers.processes` holds each
+replica's process; `check_load` says what was lost or duplicated). Four parts, each usable alone:
 
 - **Partners** (`provision_partners`): each simulated partner is registered the way `partners add`
   does it (ledger row, API key, its own RabbitMQ user with the partner permissions), Tier 1 or
@@ -14,11 +15,12 @@ suites that kill workers or the broker while it runs. Four parts, each usable al
 - **Generator** (`LoadGenerator`): one connection per partner, authenticated as the partner's broker
   user, publishing with confirms through a window and collecting receipts on the partner's own reply
   queue, as `submit` does. Open loop at a given rate, or as fast as the windows allow.
-- **Observation** (`MishaleWorkers`, `AuditLogWatcher`, `ledger_view`, `check_load`): worker
-  replicas as real `mshale-fl worker ROLE` processes, and what happened to each event, read from
-  the stores afterwards: when the validator committed it (its inbox row), when the ledger recorded
-  the contribution (`recorded_at`), when the audit log covered it (the modification time of the
-  first signed checkpoint whose tree holds it). No timing hook in the product: every time comes
+- **Observation** (`MishaleWorkers`, `QueueDepthSampler`, `AuditLogWatcher`, `ledger_view`,
+  `check_load`, `stage_times`): worker replicas as real `mshale-fl worker ROLE` processes, queue
+  backlogs while a run goes on, and what happened to each event, read from the stores afterwards:
+  when the validator committed it (its inbox row), when the ledger recorded the contribution
+  (`recorded_at`), when the audit log covered it (the modification time of the first signed
+  checkpoint whose tree holds it). No timing hook in the product: every time comes
   from what the workers write anyway, on the same machine clock as the generator's `time.time()`.
 
 Times are wall-clock seconds (`time.time()`), because they are compared with file times and
@@ -35,7 +37,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -61,7 +63,7 @@ from mshale_fl.ledger import BrokerAdmin, register_partner
 from mshale_fl.ledger.broker_identity import vhost_from_amqp_url
 from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
 from mshale_fl.ledger.tables import contributions
-from mshale_fl.schemas.events import EventEnvelope, new_event
+from mshale_fl.schemas.events import new_event
 from mshale_fl.schemas.payloads import SpecSubmitted, VectorsSubmitted
 from mshale_fl.schemas.protocol_spec import ProtocolSpec
 from mshale_fl.schemas.vocabulary import Sensitivity
@@ -109,7 +111,8 @@ def provision_partners(engine: Engine, vhost: str, count: int, *, tag: str | Non
     return partners
 
 
-def remove_partner_users(partner_ids: Iterator[str] | Sequence[str]) -> None:
+def remove_partner_users(partner_ids: Iterable[str]) -> None:
+    """Delete the partners' broker users (global to RabbitMQ, so they outlive a throw-away vhost)."""
     with management_client() as client:
         for partner_id in partner_ids:
             client.delete(f"/api/users/{quote(partner_id, safe='')}")
@@ -208,10 +211,13 @@ class SentSubmission:
     planned: PlannedSubmission
     scheduled_at: float | None = None
     published_at: float | None = None
+    """The first publish (a resubmission keeps it, so latencies count from the first attempt)."""
     confirmed_at: float | None = None
     receipt_at: float | None = None
     accepted: bool | None = None
     error: str | None = None
+    """The last publish failure, if the last attempt failed."""
+    attempts: int = 0
 
 
 @dataclass
@@ -223,6 +229,8 @@ class LoadRun:
     published_by: float
     finished_at: float
     rate: float | None
+    resubmitted: int = 0
+    """Publishes repeated by resubmission passes (a partner running `submit` again)."""
 
     @property
     def confirmed(self) -> list[SentSubmission]:
@@ -247,6 +255,12 @@ class LoadGenerator:
     one is published at once and its lag recorded). Without a rate every partner publishes as fast
     as its `window` of unconfirmed publishes allows. The clock starts after every partner has
     connected and bound its reply queue, so connecting is not measured.
+
+    Connections are not robust, like `submit`'s: a publish that fails (connection closed by a
+    fault) is recorded, not retried in place. With `resubmit_passes`, partners left with
+    submissions lacking a receipt after `receipt_timeout` reconnect and publish those again, as a
+    partner runs `submit` again (same event ids, so Mishale applies each once); up to that many
+    passes, each waiting `receipt_timeout` again.
     """
 
     def __init__(
@@ -258,6 +272,7 @@ class LoadGenerator:
         rate: float | None = None,
         window: int = 64,
         receipt_timeout: float = 300.0,
+        resubmit_passes: int = 0,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if rate is not None and rate <= 0:
@@ -268,6 +283,7 @@ class LoadGenerator:
         self.rate = rate
         self.window = window
         self.receipt_timeout = receipt_timeout
+        self.resubmit_passes = resubmit_passes
         self.progress = progress
         self.sent: dict[uuid.UUID, SentSubmission] = {}
         self._receipts_done = asyncio.Event()
@@ -281,15 +297,7 @@ class LoadGenerator:
         try:
             publishers = {}
             for partner in self.partners:
-                url = partner_broker_url(self.broker_url, partner.partner_id, partner.api_key)
-                connection = await connect(url, name=f"mshale-fl load {partner.partner_id}", robust=False)
-                connections.append(connection)
-                await self._listen_for_receipts(connection, partner.partner_id)
-                # The publisher's own window never binds: ours (per partner) does, so that the
-                # publish time is taken when a message really leaves, not when it starts waiting.
-                publishers[partner.partner_id] = await Publisher.open(
-                    connection, window=self.window + 1, user_id=partner.partner_id
-                )
+                publishers[partner.partner_id] = await self._connect(partner, connections)
             started = time.time()
             await asyncio.gather(
                 *(
@@ -298,11 +306,11 @@ class LoadGenerator:
                 )
             )
             published_by = time.time()
-            try:
-                await asyncio.wait_for(self._receipts_done.wait(), timeout=self.receipt_timeout)
-            except TimeoutError:
-                pass
-            return LoadRun(list(self.sent.values()), started, published_by, time.time(), self.rate)
+            await self._wait_for_receipts()
+            resubmitted = 0
+            for _ in range(self.resubmit_passes):
+                resubmitted += await self._resubmit(connections)
+            return LoadRun(list(self.sent.values()), started, published_by, time.time(), self.rate, resubmitted)
         finally:
             for connection in connections:
                 try:
@@ -310,12 +318,52 @@ class LoadGenerator:
                 except Exception:  # the broker closed it first (a fault suite's doing): nothing to release
                     pass
 
-    async def _send_all(self, publisher: Publisher, items: Sequence[PlannedSubmission], index: int, started: float) -> None:
+    async def _connect(self, partner: SimulatedPartner, connections: list[AbstractConnection]) -> Publisher:
+        url = partner_broker_url(self.broker_url, partner.partner_id, partner.api_key)
+        connection = await connect(url, name=f"mshale-fl load {partner.partner_id}", robust=False)
+        connections.append(connection)
+        await self._listen_for_receipts(connection, partner.partner_id)
+        # The publisher's own window never binds: ours (per partner) does, so that the publish
+        # time is taken when a message really leaves, not when it starts waiting for a slot.
+        return await Publisher.open(connection, window=self.window + 1, user_id=partner.partner_id)
+
+    async def _wait_for_receipts(self) -> None:
+        try:
+            await asyncio.wait_for(self._receipts_done.wait(), timeout=self.receipt_timeout)
+        except TimeoutError:
+            pass
+
+    async def _resubmit(self, connections: list[AbstractConnection]) -> int:
+        """Publish again, as a fresh `submit` run, every submission still without a receipt; how many."""
+        pending: dict[str, list[PlannedSubmission]] = {}
+        for record in self.sent.values():
+            if record.receipt_at is None:
+                pending.setdefault(record.planned.partner_id, []).append(record.planned)
+        if not pending:
+            return 0
+        sends = []
+        for index, partner in enumerate(self.partners):
+            if partner.partner_id in pending:
+                try:
+                    publisher = await self._connect(partner, connections)
+                except Exception as error:  # the broker is still away: the next pass tries again
+                    for planned in pending[partner.partner_id]:
+                        self.sent[planned.event_id].error = f"reconnect: {type(error).__name__}: {error}"[:300]
+                    continue
+                sends.append(self._send_all(publisher, pending[partner.partner_id], index, None))
+        await asyncio.gather(*sends)
+        await self._wait_for_receipts()
+        return sum(len(items) for items in pending.values())
+
+    async def _send_all(
+        self, publisher: Publisher, items: Sequence[PlannedSubmission], index: int, started: float | None
+    ) -> None:
+        """Publish `items` through the window, paced by `rate` from `started` (None: not paced)."""
         window = asyncio.Semaphore(self.window)
         tasks = []
         for number, planned in enumerate(items):
             record = self.sent[planned.event_id]
-            if self.rate is not None:
+            if self.rate is not None and started is not None:
                 record.scheduled_at = started + (number * len(self.partners) + index) / self.rate
                 delay = record.scheduled_at - time.time()
                 if delay > 0:
@@ -328,11 +376,14 @@ class LoadGenerator:
         self, publisher: Publisher, planned: PlannedSubmission, record: SentSubmission, window: asyncio.Semaphore
     ) -> None:
         try:
-            record.published_at = time.time()
+            if record.published_at is None:
+                record.published_at = time.time()
+            record.attempts += 1
             await publisher.publish_raw(
                 planned.body, exchange=EVENTS_EXCHANGE, routing_key=planned.routing_key, properties=planned.properties
             )
-            record.confirmed_at = time.time()
+            record.confirmed_at = record.confirmed_at or time.time()
+            record.error = None
         except Exception as error:  # recorded, not raised: a fault suite wants every outcome
             record.error = f"{type(error).__name__}: {error}"[:300]
         finally:
@@ -512,6 +563,7 @@ class QueueDepthSampler:
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._task: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
+        self._stopping = asyncio.Event()
 
     async def __aenter__(self) -> QueueDepthSampler:
         self._connection = await aio_pika.connect(self.broker_url)
@@ -519,25 +571,26 @@ class QueueDepthSampler:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Let a sample in progress finish (cancelling a declare mid-call closes its channel noisily).
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
         if self._connection is not None:
             await self._connection.close()
 
     async def _sample(self) -> None:
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
-        while True:
+        while not self._stopping.is_set():
             depths = {}
             for name in self.queues:
                 declared = await channel.declare_queue(name, passive=True)
                 depths[name] = int(declared.declaration_result.message_count or 0)
             self.samples.append((time.time(), depths))
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
 
     def peak(self, queue: str) -> int:
         return max((depths.get(queue, 0) for _, depths in self.samples), default=0)

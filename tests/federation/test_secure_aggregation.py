@@ -65,6 +65,9 @@ def _nodes(federation: Federation, apps: dict[str, StageDropout]) -> list:
     for partner, app in apps.items():
         node = federation.node(partner, dp_epsilon=2.0)
         node.app = app  # type: ignore[assignment]
+        # Dropouts here are error replies, not silence: a slow heartbeat keeps a partner that is
+        # merely slow (a loaded CI machine) from being taken for gone while it plans or trains.
+        node.heartbeat_seconds = 2.0
         nodes.append(node)
     return nodes
 
