@@ -291,6 +291,7 @@ def write_synth_corpus(corpus: SynthCorpus, out: Path, *, force: bool = False, r
     """
     out = Path(out)
     stale = _prepare_output(out, [p.partner_id for p in corpus.partners], force)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".synth-staging-", dir=out))
@@ -314,4 +315,6 @@ def write_synth_corpus(corpus: SynthCorpus, out: Path, *, force: bool = False, r
         raise CorpusError(f"cannot write the corpus to {out}: {error.strerror or error}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not (out / MANIFEST_NAME).exists() and not any(out.iterdir()):
+            out.rmdir()  # a failed first run leaves no empty folder behind either
     return out / MANIFEST_NAME

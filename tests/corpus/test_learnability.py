@@ -54,7 +54,7 @@ def test_a_model_on_extracted_features_beats_the_mean_on_held_out_partners(feder
     test_features = np.concatenate([d.features for d in held_out])
     test_targets = np.concatenate([d.targets for d in held_out])
     model = initial_model(0)
-    config = LocalTrainingConfig(epochs=100, batch_size=16, lr=0.5, mu=0.0, noise_multiplier=0.0,
+    config = LocalTrainingConfig(epochs=150, batch_size=16, lr=0.3, mu=0.0, noise_multiplier=0.0,
                                  max_grad_norm=0.0, seed=0, dp=False)  # fmt: skip
     train_locally(model, features, targets, parameters_of(model), config)
     model_mse = float(np.mean((model.predict(test_features) - test_targets) ** 2))

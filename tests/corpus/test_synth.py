@@ -135,6 +135,10 @@ def test_an_interrupted_write_leaves_the_folder_as_it_was(tmp_path: Path, monkey
         write_synth_corpus(synthesize(2, 12, seed=9), out, force=True)
     assert snapshot(out) == before
     assert not list(out.glob(".synth-staging-*"))
+    written.clear()
+    with pytest.raises(CorpusError):
+        write_synth_corpus(synthesize(2, 12, seed=9), tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 def test_sizes_out_of_range_are_refused_with_the_limits() -> None:
