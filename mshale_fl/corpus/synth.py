@@ -19,7 +19,8 @@ the manifest written last; an interrupted run leaves DIR as it was.
 
 Randomness: every random choice comes from a `random.Random` seeded with a string naming what it
 is for (`"<seed>/<partner>/<n>"`), so a protocol does not change when another one does, and
-`--protocols-per-partner` only adds or removes protocols at the end of each lab's list.
+protocol n's domain and text do not depend on `--protocols-per-partner` (its label, drawn from the
+lab's quota for that count, may).
 """
 
 from __future__ import annotations
