@@ -10,6 +10,7 @@ import typer
 from mshale_fl.cli import (
     audit_cmd,
     broker_cmd,
+    console_cmd,
     corpus_cmd,
     demo_cmd,
     extract_cmd,
@@ -49,6 +50,7 @@ app.add_typer(broker_cmd.events_app, name="events")
 app.add_typer(worker_cmd.app, name="worker")
 app.command("serve")(train_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
+app.command("console")(console_cmd.console)
 
 # Auditors
 app.add_typer(audit_cmd.app, name="audit")
