@@ -34,11 +34,12 @@ async def test_the_broker_stopped_and_started_mid_run_loses_nothing(
     broker_url: str, vhost: str, tmp_path: Path, sqlite_ledger_url: str
 ) -> None:
     async def outage(context: FaultContext) -> None:
-        await context.progress.reached(8)
+        # stop_app takes seconds to take effect (CLI start, then a graceful stop): begin early.
+        await context.progress.reached(3)
         context.notes["receipts before the outage"] = context.progress.receipts
         context.notes["broker down for s"] = round(await asyncio.to_thread(_outage), 1)
 
-    outcome = await load_scenario(broker_url, vhost, tmp_path, ledger_url=sqlite_ledger_url, fault=outage, rate=6.0)
+    outcome = await load_scenario(broker_url, vhost, tmp_path, ledger_url=sqlite_ledger_url, fault=outage, rate=4.0)
     assert_clean(outcome)
     assert int(outcome.notes["receipts before the outage"]) < len(outcome.submitted.planned)  # type: ignore[call-overload]
     assert outcome.submitted.attempts > 1, "the outage did not interrupt the partners"
