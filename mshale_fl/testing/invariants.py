@@ -157,6 +157,7 @@ async def check_invariants(
         "spends committed": sum(1 for row in spend_rows if row.status == "committed"),
         "spends released": sum(1 for row in spend_rows if row.status == "released"),
         "repeated publishes": len(stream) - len(first),
+        "logged out of stream order (racing publishers)": report.replay.concurrent,
     }
     _check_lost(report, expected, first, logged, by_type, applied, contribution_rows, parked, verification)
     _check_duplicates(report, logged, stream, contribution_rows)

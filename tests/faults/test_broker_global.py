@@ -63,10 +63,10 @@ async def test_a_memory_alarm_blocks_publishers_who_then_resume_and_lose_nothing
     broker_url: str, vhost: str, tmp_path: Path, sqlite_ledger_url: str
 ) -> None:
     async def alarm(context: FaultContext) -> None:
-        await context.progress.reached(8)
+        await context.progress.reached(4)
         context.notes.update(await asyncio.to_thread(_alarm, context))
 
-    outcome = await load_scenario(broker_url, vhost, tmp_path, ledger_url=sqlite_ledger_url, fault=alarm, rate=6.0)
+    outcome = await load_scenario(broker_url, vhost, tmp_path, ledger_url=sqlite_ledger_url, fault=alarm, rate=4.0)
     assert_clean(outcome)
     blocked, after = outcome.notes["receipts when blocked"], outcome.notes["receipts after the block"]
     # Blocked: the validator could not publish receipts for the whole alarm (its connection is blocked too).

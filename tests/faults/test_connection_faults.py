@@ -22,12 +22,12 @@ async def test_connections_closed_during_submissions_lose_nothing(
     broker_url: str, vhost: str, tmp_path: Path, sqlite_ledger_url: str
 ) -> None:
     async def cut(context: FaultContext) -> None:
-        # rabbitmqctl takes 2-3 s to start: launched after 6 of 48 receipts, it cuts mid-stream.
-        await context.progress.reached(6)
+        # rabbitmqctl takes 2-3 s to start: launched after 4 of 48 receipts (12 s of submissions), it cuts mid-stream.
+        await context.progress.reached(4)
         await close_connections(context.vhost, "fault suite: during submissions")
         context.notes["receipts before the cut"] = context.progress.receipts
 
-    outcome = await load_scenario(broker_url, vhost, tmp_path, ledger_url=sqlite_ledger_url, fault=cut, rate=6.0)
+    outcome = await load_scenario(broker_url, vhost, tmp_path, ledger_url=sqlite_ledger_url, fault=cut, rate=4.0)
     assert_clean(outcome)
     # The cut really interrupted the partners: some had to submit again.
     assert outcome.submitted.attempts > 1
