@@ -239,7 +239,7 @@ def _last_key(path: Path) -> str | int:
 @st.composite
 def mutations(draw: st.DrawFn, event_strategy: st.SearchStrategy[EventEnvelope[Any]] | None = None) -> Mutation:
     """One hostile variant of a valid event's JSON (see the module docstring)."""
-    event = draw(event_strategy or events())
+    event = draw(events() if event_strategy is None else event_strategy)
     data = event.model_dump(mode="json")
     nodes = _paths(data)
     scalars = [(path, value) for path, value in nodes if not isinstance(value, dict | list)]
