@@ -195,27 +195,27 @@ class Mutation:
 Path = tuple[str | int, ...]
 
 
-def _paths(node: Any, path: Path = ()) -> list[tuple[Path, Any]]:
+def json_nodes(node: Any, path: Path = ()) -> list[tuple[Path, Any]]:
     """(path, value) of every node below the root, depth first."""
     found: list[tuple[Path, Any]] = []
     if isinstance(node, dict):
         for key, value in node.items():
             found.append(((*path, key), value))
-            found += _paths(value, (*path, key))
+            found += json_nodes(value, (*path, key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
             found.append(((*path, index), value))
-            found += _paths(value, (*path, index))
+            found += json_nodes(value, (*path, index))
     return found
 
 
-def _set(data: Any, path: Path, value: Any) -> None:
+def set_node(data: Any, path: Path, value: Any) -> None:
     for part in path[:-1]:
         data = data[part]
     data[path[-1]] = value
 
 
-def _get(data: Any, path: Path) -> Any:
+def get_node(data: Any, path: Path) -> Any:
     for part in path:
         data = data[part]
     return data
@@ -241,7 +241,7 @@ def mutations(draw: st.DrawFn, event_strategy: st.SearchStrategy[EventEnvelope[A
     """One hostile variant of a valid event's JSON (see the module docstring)."""
     event = draw(events() if event_strategy is None else event_strategy)
     data = event.model_dump(mode="json")
-    nodes = _paths(data)
+    nodes = json_nodes(data)
     scalars = [(path, value) for path, value in nodes if not isinstance(value, dict | list)]
     strings = [(path, value) for path, value in scalars if isinstance(value, str)]
     numbers = [(path, value) for path, value in scalars if isinstance(value, int | float) and not isinstance(value, bool)]
@@ -255,44 +255,44 @@ def mutations(draw: st.DrawFn, event_strategy: st.SearchStrategy[EventEnvelope[A
     if kind == "drop_field":
         keyed = [path for path, _ in nodes if isinstance(path[-1], str)]
         path = draw(st.sampled_from(keyed))
-        del _get(data, path[:-1])[path[-1]]
+        del get_node(data, path[:-1])[path[-1]]
         # Fields with defaults (causation_id, metrics, failed, tier, ...) may go; required ones may not.
         return Mutation(f"drop {path}", _encode(data), must_fail=path in REQUIRED_ENVELOPE_FIELDS)
     if kind == "extra_field":
         path = draw(st.sampled_from(dicts))
         key = draw(st.sampled_from([MARKER, MARKER.lower(), "title", "notes", "text"]))
-        _get(data, path)[key] = draw(st.sampled_from([f"{MARKER} miniprep", 1, None, [], {}]))
+        get_node(data, path)[key] = draw(st.sampled_from([f"{MARKER} miniprep", 1, None, [], {}]))
         # A metrics dict takes any well-formed name with a number; everything else forbids extras.
         return Mutation(f"extra {key!r} at {path}", _encode(data), must_fail=not (path and path[-1] == "metrics"))
     if kind == "retype" and scalars:
         path, _ = draw(st.sampled_from(scalars))
-        _set(data, path, draw(st.sampled_from([{}, [], {"a": MARKER}, [MARKER]])))
+        set_node(data, path, draw(st.sampled_from([{}, [], {"a": MARKER}, [MARKER]])))
         return Mutation(f"retype {path}", _encode(data), must_fail=True)
     if kind == "non_finite" and numbers:
         path, _ = draw(st.sampled_from(numbers))
         literal = draw(st.sampled_from(NON_FINITE))
-        _set(data, path, _RAW)
+        set_node(data, path, _RAW)
         return Mutation(f"{literal} at {path}", _encode(data, literal), must_fail=True)
     if kind == "huge_string" and strings:
         path, _ = draw(st.sampled_from(strings))
-        _set(data, path, MARKER * draw(st.integers(400, 2_000)))
+        set_node(data, path, MARKER * draw(st.integers(400, 2_000)))
         # Longer than any string of the contract (the longest, a checkpoint note, is 4096).
         return Mutation(f"huge string at {path}", _encode(data), must_fail=True)
     if kind == "huge_number" and numbers:
         path, _ = draw(st.sampled_from(numbers))
         literal = draw(st.sampled_from(["1" + "0" * 400, "-" + "9" * 400, "1e308", "-1e308", "1.7976931348623157e309"]))
-        _set(data, path, _RAW)
+        set_node(data, path, _RAW)
         # An unbounded integer (a checkpoint's tree size) may take a huge value; everything else is bounded.
         return Mutation(f"{literal[:12]}... at {path}", _encode(data, literal), must_fail=False)
     if kind == "odd_unicode" and strings:
         path, value = draw(st.sampled_from(strings))
         odd = draw(st.sampled_from(ODD_UNICODE))
         at = draw(st.integers(0, len(value)))
-        _set(data, path, value[:at] + odd + value[at:])
+        set_node(data, path, value[:at] + odd + value[at:])
         return Mutation(f"{odd!r} in {path}", _encode(data), must_fail=_last_key(path) not in FREE_TEXT_FIELDS)
     if kind == "invalid_utf8" and strings:
         path, value = draw(st.sampled_from(strings))
-        _set(data, path, _RAW)
+        set_node(data, path, _RAW)
         bad = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"]))
         body = _encode(data).replace(json.dumps(_RAW).encode(), b'"' + value[:8].encode() + bad + b'"', 1)
         return Mutation(f"invalid UTF-8 {bad!r} in {path}", body, must_fail=True)
@@ -313,7 +313,7 @@ def mutations(draw: st.DrawFn, event_strategy: st.SearchStrategy[EventEnvelope[A
         path, _ = draw(st.sampled_from(scalars or [(("payload",), None)]))
         depth = draw(st.integers(50, 5_000))  # deeper in test_deep_nesting_is_refused_...
         opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
-        _set(data, path, _RAW)
+        set_node(data, path, _RAW)
         return Mutation(f"nested {depth} deep at {path}", _encode(data, opener * depth + "1" + closer * depth), must_fail=True)
     if kind == "truncated":
         body = _encode(data)
@@ -331,10 +331,10 @@ def mutations(draw: st.DrawFn, event_strategy: st.SearchStrategy[EventEnvelope[A
     lists = [path for path, value in nodes if isinstance(value, list)]
     if lists:
         path = draw(st.sampled_from(lists))
-        items = _get(data, path)
+        items = get_node(data, path)
         filler = items[0] if items else MARKER
         length = draw(st.sampled_from([101, 501, 1_001, 2_001, 10_001]))
-        _set(data, path, [filler] * length)
+        set_node(data, path, [filler] * length)
         # The longest list the contract allows is a cohort of MAX_LIST partners.
         return Mutation(f"{length} items at {path}", _encode(data), must_fail=length > MAX_LIST)
     data["payload"] = [data["payload"]] * 3

@@ -23,7 +23,7 @@ from mshale_fl.schemas.export import json_schemas
 from mshale_fl.testing.samples import sample_event
 
 from .budget import budget
-from .strategies import MARKER, Mutation, events, mutations
+from .strategies import MARKER, Mutation, events, get_node, json_nodes, mutations, set_node, specs, vectors
 
 
 def refusal(body: bytes | str) -> ValueError:
@@ -105,6 +105,22 @@ def test_version_numbers_must_be_integers(field: str, value: object) -> None:
             published_contract().validate(data)
     error = refusal(json.dumps(data))
     assert "must be an integer" in str(error)
+
+
+@given(document=st.one_of(specs, vectors), data=st.data())
+@budget(80)
+def test_free_text_in_any_position_of_a_spec_or_vector_file_is_refused(document, data: st.DataObject) -> None:
+    """What `extract` writes and `submit` reads back: no field of a spec or a vector takes prose."""
+    model = type(document)
+    tree = document.model_dump(mode="json")
+    leaves = [path for path, value in json_nodes(tree) if not isinstance(value, dict | list)]
+    dicts = [()] + [path for path, value in json_nodes(tree) if isinstance(value, dict)]
+    if data.draw(st.booleans()):
+        set_node(tree, data.draw(st.sampled_from(leaves)), f"{MARKER} miniprep, 250 µl of the house buffer")
+    else:
+        get_node(tree, data.draw(st.sampled_from(dicts)))[data.draw(st.sampled_from(["title", "note", MARKER]))] = MARKER
+    with pytest.raises(ValidationError):
+        model.model_validate_json(json.dumps(tree))
 
 
 @given(st.binary(max_size=2_048))
