@@ -140,6 +140,9 @@ PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
         predictions=st.lists(st.builds(p.Prediction, item_hash=hex64, efficiency=finite), max_size=3),
     ),  # fmt: skip
     "access.denied": st.builds(p.AccessDenied, request_id=st.uuids(), action=short_codes, reasons=reasons, remedy=prose),
+    "access.granted": st.builds(
+        p.AccessGranted, request_id=st.uuids(), action=short_codes, model_version=model_versions, sha256=hex64
+    ),
 }
 assert set(PAYLOADS) == set(EVENT_TYPES), "a new event type needs a strategy here"
 
