@@ -69,8 +69,9 @@ FiniteFloat = Annotated[float, AfterValidator(_finite)]
 
 
 def _integer(value: object) -> object:
-    # pydantic checks a literal by equality, and JSON `true` and `1.0` equal 1 in Python; the
-    # exported JSON Schema (`"const": 1`) refuses both, so the models must too.
+    # pydantic checks a literal by equality, and JSON `true` and `1.0` equal 1 in Python. The
+    # exported JSON Schema (`"const": 1`) refuses `true`, and every other integer field of the
+    # strict models refuses `1.0`, so a version or a tier must too.
     if type(value) is not int:
         raise ValueError(f"must be an integer, not {type(value).__name__}")
     return value
