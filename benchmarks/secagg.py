@@ -66,6 +66,7 @@ from flwr.client.mod import secaggplus_mod  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
 from flwr.common.constant import SUPERLINK_NODE_ID  # noqa: E402
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage  # noqa: E402
 from flwr.common.serde import message_from_proto, message_to_proto  # noqa: E402
 from flwr.compat.common import recorddict_compat as compat  # noqa: E402
 from flwr.proto.message_pb2 import Message as ProtoMessage  # noqa: E402
@@ -83,7 +84,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from mshale_fl.logging import configure_logging  # noqa: E402
 from mshale_fl.secagg.protocol import RoundConfig  # noqa: E402
 from mshale_fl.secagg.quantize import QuantizationConfig, dequantize_sum, quantize_update  # noqa: E402
-from mshale_fl.secagg.simulation import make_identities, run_round  # noqa: E402
+from mshale_fl.secagg.simulation import Dropouts, make_identities, run_round  # noqa: E402
 
 CLOCK = time.process_time
 MODULUS_BITS = 32  # Flower's default modulus_range is 2**32
@@ -106,6 +107,7 @@ class Measurement:
     bytes_down: int
     max_error: float
     partner_seconds_all: list[float] = field(default_factory=list)
+    round_wall_seconds: float = 0.0  # the whole round, every party in turn, wall clock
 
 
 @dataclass
@@ -113,10 +115,11 @@ class Cohort:
     updates: list[np.ndarray]  # float64, in [-CLIP, CLIP]
     examples: list[int]
 
-    @property
-    def weighted_mean(self) -> np.ndarray:
-        total = sum(u * e for u, e in zip(self.updates, self.examples, strict=True))
-        return total / sum(self.examples)
+    def weighted_mean(self, dropped: frozenset[int] = frozenset()) -> np.ndarray:
+        """The example-weighted mean of the partners (by index) that were not dropped."""
+        kept = [i for i in range(len(self.updates)) if i not in dropped]
+        total = sum(self.updates[i] * self.examples[i] for i in kept)
+        return total / sum(self.examples[i] for i in kept)
 
 
 def make_cohort(n: int, d: int, seed: int) -> Cohort:
@@ -138,10 +141,12 @@ def threshold_of(holders: int, fraction: float) -> int:
 # -- plaintext ------------------------------------------------------------------------------------
 
 
-def run_plaintext(cohort: Cohort) -> Measurement:
+def run_plaintext(cohort: Cohort, dropped: frozenset[int] = frozenset()) -> Measurement:
     n, d = len(cohort.updates), cohort.updates[0].size
     partner_seconds, uploads = [], []
-    for update, examples in zip(cohort.updates, cohort.examples, strict=True):
+    for i, (update, examples) in enumerate(zip(cohort.updates, cohort.examples, strict=True)):
+        if i in dropped:
+            continue
         started = CLOCK()
         message = (update * examples).tobytes() + examples.to_bytes(8, "big")
         partner_seconds.append(CLOCK() - started)
@@ -154,7 +159,7 @@ def run_plaintext(cohort: Cohort) -> Measurement:
         count += int.from_bytes(message[-8:], "big")
     mean = total / count
     server_seconds = CLOCK() - started
-    error = float(np.max(np.abs(mean - cohort.weighted_mean)))
+    error = float(np.max(np.abs(mean - cohort.weighted_mean(dropped))))
     return Measurement("plaintext", n, d, statistics.median(partner_seconds), server_seconds,
                        len(uploads[0]), 0, error, partner_seconds)  # fmt: skip
 
@@ -180,7 +185,8 @@ class LazyQuantized(Mapping):
         return len(self.updates)
 
 
-def run_ours(cohort: Cohort, neighbours: int | None, threshold: int, seed: int) -> Measurement:
+def run_ours(cohort: Cohort, neighbours: int | None, threshold: int, seed: int,
+             dropped: frozenset[int] = frozenset()) -> Measurement:  # fmt: skip
     n, d = len(cohort.updates), cohort.updates[0].size
     ids = tuple(f"partner-{i:02d}" for i in range(n))
     quantization = QuantizationConfig(modulus_bits=MODULUS_BITS, clip=CLIP, max_examples=MAX_EXAMPLES,
@@ -194,16 +200,18 @@ def run_ours(cohort: Cohort, neighbours: int | None, threshold: int, seed: int) 
     # vector is dropped afterwards: partners are separate machines, so the harness should not hold
     # all n quantised vectors at once (Flower's ClientApp likewise quantises inside its stage).
     inputs = LazyQuantized(updates, quantization, rng)
-    result = run_round(config, inputs, identities=identities, clock=CLOCK)
+    dropouts = Dropouts(before_masked_input=frozenset(ids[i] for i in dropped))
+    result = run_round(config, inputs, dropouts, identities=identities, clock=CLOCK)
     started = CLOCK()
     mean = dequantize_sum(result.total, quantization).weighted_mean
     server_seconds = result.server_seconds + CLOCK() - started
-    partner_seconds = [result.partner_seconds[p] for p in ids]
-    error = float(np.max(np.abs(mean - cohort.weighted_mean)))
+    survivors = [p for i, p in enumerate(ids) if i not in dropped]
+    partner_seconds = [result.partner_seconds[p] for p in survivors]
+    error = float(np.max(np.abs(mean - cohort.weighted_mean(dropped))))
     name = "ours complete" if neighbours is None else "ours SecAgg+"
     return Measurement(name, n, d, statistics.median(partner_seconds), server_seconds,
-                       int(statistics.median(result.bytes_uploaded.values())),
-                       int(statistics.median(result.bytes_downloaded.values())), error,
+                       int(statistics.median(result.bytes_uploaded[p] for p in survivors)),
+                       int(statistics.median(result.bytes_downloaded[p] for p in survivors)), error,
                        partner_seconds)  # fmt: skip
 
 
@@ -219,9 +227,12 @@ class InProcessGrid(Grid):
     serialise) and the content bytes each way are recorded per node.
     """
 
-    def __init__(self, app: ClientApp, node_ids: list[int]) -> None:
+    def __init__(self, app: ClientApp, node_ids: list[int], vanish_at: Mapping[int, str] | None = None) -> None:
         self.app = app
         self.node_ids = list(node_ids)
+        # node -> SecAgg+ stage whose instruction it never answers (nor anything after): a dropout
+        self.vanish_at = dict(vanish_at or {})
+        self._vanished: set[int] = set()
         self.contexts = {
             nid: Context(run_id=RUN_ID, node_id=nid, node_config={}, state=RecordDict(), run_config={})
             for nid in self.node_ids
@@ -251,6 +262,11 @@ class InProcessGrid(Grid):
         for message in messages:
             message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
             ids.append(message.metadata.message_id)
+            node = message.metadata.dst_node_id
+            stage = message.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE)
+            if node in self._vanished or self.vanish_at.get(node) == stage:
+                self._vanished.add(node)
+                continue  # no reply, ever
             self._replies[message.metadata.message_id] = self._deliver(message)
         return ids
 
@@ -290,7 +306,7 @@ class BenchClient(NumPyClient):
         return [self.update], self.examples, {}
 
 
-def run_flower(cohort: Cohort, num_shares: int, threshold: int) -> Measurement:
+def run_flower(cohort: Cohort, num_shares: int, threshold: int, dropped: frozenset[int] = frozenset()) -> Measurement:
     n, d = len(cohort.updates), cohort.updates[0].size
     node_ids = [1000 + i for i in range(n)]
     by_node = dict(zip(node_ids, zip(cohort.updates, cohort.examples, strict=True), strict=True))
@@ -299,7 +315,8 @@ def run_flower(cohort: Cohort, num_shares: int, threshold: int) -> Measurement:
         update, examples = by_node[context.node_id]
         return BenchClient(update, examples).to_client()
 
-    grid = InProcessGrid(ClientApp(client_fn=client_fn, mods=[secaggplus_mod]), node_ids)
+    vanish_at = {node_ids[i]: Stage.COLLECT_MASKED_VECTORS for i in dropped}
+    grid = InProcessGrid(ClientApp(client_fn=client_fn, mods=[secaggplus_mod]), node_ids, vanish_at)
     manager = SimpleClientManager()
     for nid in node_ids:
         manager.register(GridClientProxy(node_id=nid, grid=grid, run_id=RUN_ID))
@@ -323,28 +340,46 @@ def run_flower(cohort: Cohort, num_shares: int, threshold: int) -> Measurement:
     mean = parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))[0]
     if mean.shape != (d,):
         raise RuntimeError(f"Flower's SecAgg+ round did not finish (result shape {mean.shape})")
-    partner_seconds = [grid.node_seconds[nid] for nid in node_ids]
-    error = float(np.max(np.abs(mean - cohort.weighted_mean)))
+    survivors = [nid for i, nid in enumerate(node_ids) if i not in dropped]
+    partner_seconds = [grid.node_seconds[nid] for nid in survivors]
+    error = float(np.max(np.abs(mean - cohort.weighted_mean(dropped))))
     return Measurement("Flower SecAgg+", n, d, statistics.median(partner_seconds),
-                       round_seconds - sum(partner_seconds), int(statistics.median(grid.bytes_up.values())),
-                       int(statistics.median(grid.bytes_down.values())), error, partner_seconds)  # fmt: skip
+                       round_seconds - sum(grid.node_seconds.values()),
+                       int(statistics.median(grid.bytes_up[nid] for nid in survivors)),
+                       int(statistics.median(grid.bytes_down[nid] for nid in survivors)), error,
+                       partner_seconds)  # fmt: skip
 
 
 # -- driver ---------------------------------------------------------------------------------------
 
 
-def measure(n: int, d: int, repeats: int, fraction: float) -> dict[str, Measurement]:
+def dropped_partners(n: int, fraction: float) -> frozenset[int]:
+    """Indices of the partners that vanish before the masked-input stage (at least one if fraction > 0)."""
+    if fraction <= 0:
+        return frozenset()
+    return frozenset(range(max(1, round(fraction * n))))
+
+
+def measure(n: int, d: int, repeats: int, fraction: float, dropout: float = 0.0) -> dict[str, Measurement]:
     """Every system on the same cohort, interleaved `repeats` times; medians over repeats."""
     k = secagg_plus_degree(n)
     t_plus, t_full = threshold_of(k + 1, fraction), threshold_of(n, fraction)
+    dropped = dropped_partners(n, dropout)
     runs: dict[str, list[Measurement]] = {s: [] for s in SYSTEMS}
     for repeat in range(repeats):
         cohort = make_cohort(n, d, seed=1000 * n + repeat)
-        runs["plaintext"].append(run_plaintext(cohort))
-        runs["ours SecAgg+"].append(run_ours(cohort, k, t_plus, seed=repeat))
-        runs["ours complete"].append(run_ours(cohort, None, t_full, seed=repeat))
-        runs["Flower SecAgg+"].append(run_flower(cohort, k + 1, t_plus))
-        del cohort
+        systems = {
+            "plaintext": lambda: run_plaintext(cohort, dropped),
+            "ours SecAgg+": lambda: run_ours(cohort, k, t_plus, repeat, dropped),
+            "ours complete": lambda: run_ours(cohort, None, t_full, repeat, dropped),
+            "Flower SecAgg+": lambda: run_flower(cohort, k + 1, t_plus, dropped),
+        }
+        for system, run in systems.items():
+            started = time.perf_counter()
+            measurement = run()
+            measurement.round_wall_seconds = time.perf_counter() - started
+            runs[system].append(measurement)
+        del cohort, systems
     out = {}
     for system, ms in runs.items():
         out[system] = Measurement(
@@ -355,6 +390,7 @@ def measure(n: int, d: int, repeats: int, fraction: float) -> dict[str, Measurem
             int(statistics.median(m.bytes_down for m in ms)),
             max(m.max_error for m in ms),
             [s for m in ms for s in m.partner_seconds_all],
+            statistics.median(m.round_wall_seconds for m in ms),
         )  # fmt: skip
     return out
 
@@ -414,11 +450,13 @@ def report(results: list[dict[str, Measurement]], info: dict[str, str], args: ar
             "round. Bytes: per partner (median), serialised messages: ours `wire` encodings, Flower protobuf "
             "`RecordDict`s. Modulus 2^32 for both; SecAgg+ degree k = min(n - 1, 2 ceil(log2 n)) rounded to even, "
             f"Flower `num_shares` = k + 1; threshold t = round({args.threshold_fraction} x share holders) for both. "
-            "No dropouts. Error: max |result - plaintext weighted mean|."
+            f"{dropout_text(args.dropouts)} Error: max |result - plaintext weighted mean of the survivors|. "
+            "Round wall s: the whole round with every party in turn in this one process (wall clock, so it "
+            "includes waiting for the shared CPUs, and memory faults the guest's CPU time does not see)."
         ),
         "",
-        "| n | d | k | t (SecAgg+ / complete) | system | partner s | server s | up / partner | down / partner | error |",
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        "| n | d | k | t (SecAgg+ / complete) | system | partner s | server s | round wall s | up / partner | down / partner | error |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in results:
         any_m = cell["plaintext"]
@@ -429,29 +467,43 @@ def report(results: list[dict[str, Measurement]], info: dict[str, str], args: ar
             m = cell[system]
             lines.append(
                 f"| {n} | {d:,} | {k} | {thresholds} | {system} | {seconds(m.partner_seconds)} | "
-                f"{seconds(m.server_seconds)} | {human_bytes(m.bytes_up)} | {human_bytes(m.bytes_down)} | "
+                f"{seconds(m.server_seconds)} | {seconds(m.round_wall_seconds)} | {human_bytes(m.bytes_up)} | "
+                f"{human_bytes(m.bytes_down)} | "
                 f"{m.max_error:.1e} |"
             )
     lines += [
         "",
         "Ratios in the same run, **ours / Flower SecAgg+** (below 1: ours is cheaper):",
         "",
-        "| n | d | partner s, SecAgg+ | server s, SecAgg+ | up, SecAgg+ | down, SecAgg+ | partner s, complete | server s, complete | ours SecAgg+ partner / plaintext |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| n | d | partner s, SecAgg+ | server s, SecAgg+ | round wall, SecAgg+ | up, SecAgg+ | down, SecAgg+ | partner s, complete | server s, complete | ours SecAgg+ partner / plaintext |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in results:
         plus, full, fl, plain = (cell[s] for s in ("ours SecAgg+", "ours complete", "Flower SecAgg+", "plaintext"))
         lines.append(
             f"| {plus.partners} | {plus.length:,} | **{ratio(plus.partner_seconds, fl.partner_seconds)}** | "
-            f"**{ratio(plus.server_seconds, fl.server_seconds)}** | {ratio(plus.bytes_up, fl.bytes_up)} | "
+            f"**{ratio(plus.server_seconds, fl.server_seconds)}** | "
+            f"{ratio(plus.round_wall_seconds, fl.round_wall_seconds)} | {ratio(plus.bytes_up, fl.bytes_up)} | "
             f"{ratio(plus.bytes_down, fl.bytes_down)} | {ratio(full.partner_seconds, fl.partner_seconds)} | "
             f"{ratio(full.server_seconds, fl.server_seconds)} | {ratio(plus.partner_seconds, plain.partner_seconds)} |"
         )
     command = "`.venv/bin/python benchmarks/secagg.py " + " ".join(
         [f"--partners {','.join(map(str, args.partners))}", f"--sizes {','.join(map(str, args.sizes))}",
-         f"--repeats {args.repeats}", f"--threshold-fraction {args.threshold_fraction}"]) + "`"  # fmt: skip
-    lines += ["", f"Command: {command}. Figure: `benchmarks/figures/secagg.png`.", ""]
+         f"--repeats {args.repeats}", f"--threshold-fraction {args.threshold_fraction}"]
+        + ([f"--dropouts {args.dropouts}"] if args.dropouts else [])) + "`"  # fmt: skip
+    lines += ["", f"Command: {command}. Figure: `benchmarks/figures/{figure_name(args.dropouts)}`.", ""]
     return "\n".join(lines)
+
+
+def dropout_text(fraction: float) -> str:
+    if fraction <= 0:
+        return "No dropouts."
+    return (f"Dropouts: max(1, round({fraction} n)) partners vanish before the masked-input stage (after "
+            "sharing keys), so the server must rebuild their pairwise masks; medians over the survivors.")  # fmt: skip
+
+
+def figure_name(dropout: float) -> str:
+    return "secagg_dropouts.png" if dropout > 0 else "secagg.png"
 
 
 def figure(results: list[dict[str, Measurement]], path: Path) -> None:
@@ -495,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats per cell (medians)")
     parser.add_argument("--threshold-fraction", type=float, default=0.67,
                         help="t as a fraction of each secret's share holders (Flower's reconstruction_threshold)")  # fmt: skip
+    parser.add_argument("--dropouts", type=float, default=0.0,
+                        help="fraction of partners (at least one if > 0) that vanish before the masked-input stage")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="n in {5, 10}, d in {10k, 100k}, one repeat; prints only")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     parser.add_argument("--no-write", action="store_true", help="print only; no BENCHMARKS.md section, no figure")
@@ -509,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for d in args.sizes:
         for n in args.partners:
-            cell = measure(n, d, args.repeats, args.threshold_fraction)
+            cell = measure(n, d, args.repeats, args.threshold_fraction, args.dropouts)
             results.append(cell)
             plus, fl = cell["ours SecAgg+"], cell["Flower SecAgg+"]
             print(f"n={n} d={d}: partner s ours+ {plus.partner_seconds:.3f} complete "
@@ -526,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_write:
         with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as handle:
             handle.write(section)
-        figure(results, ROOT / "benchmarks" / "figures" / "secagg.png")
+        figure(results, ROOT / "benchmarks" / "figures" / figure_name(args.dropouts))
 
 
 if __name__ == "__main__":

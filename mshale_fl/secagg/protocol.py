@@ -138,6 +138,10 @@ def neighbour_graph(
     return {p: frozenset(v) for p, v in graph.items()}
 
 
+def _is_unsigned_array(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind == "u"
+
+
 def _require(count: int, threshold: int, stage: str) -> None:
     if count < threshold:
         raise TooFewSurvivorsError(
@@ -482,7 +486,7 @@ class SecAggServer:
         # Unsigned vectors are kept as given (e.g. zero-copy views from `wire.decode_vector_view`):
         # only their sum modulo 2^k is ever used. Anything else is read as uint64, as before.
         inputs = {
-            p: y if isinstance(y, np.ndarray) and y.dtype.kind == "u" else np.asarray(y, dtype=np.uint64)
+            p: y if _is_unsigned_array(y) else np.asarray(y, dtype=np.uint64)
             for p, y in masked.items()
             if p in self.share_senders
         }
