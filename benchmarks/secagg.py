@@ -332,10 +332,16 @@ def run_flower(cohort: Cohort, num_shares: int, threshold: int, dropped: frozens
     workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold,
                                   max_weight=float(MAX_EXAMPLES), clipping_range=CLIP,
                                   modulus_range=1 << MODULUS_BITS)  # fmt: skip
+    # Message(...) reads the process-wide TaskIdentity (as Flower's runtime sets it for a ServerApp);
+    # put back whatever was there, so that the harness leaves no trace in a test session.
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)  # may be unset (None)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SUPERLINK_NODE_ID, 1
-    started = CLOCK()
-    workflow(grid, context)
-    round_seconds = CLOCK() - started
+    try:
+        started = CLOCK()
+        workflow(grid, context)
+        round_seconds = CLOCK() - started
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
     record: ArrayRecord = context.state.array_records[MAIN_PARAMS_RECORD]
     mean = parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))[0]
     if mean.shape != (d,):
