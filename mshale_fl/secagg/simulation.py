@@ -120,11 +120,15 @@ def run_round(
             p: wire.encode_advertisement(a)
             for p, a in server.collect_advertisements(ads).items()
         }
-        # Each partner gets its own and its neighbours' keys (all of them with the complete graph).
-        key_lists = {
-            p: wire.encode_bytes_map({q: encoded_ads[q] for q in server.advertisements_for(p)})
-            for p in ads
-        }
+        # Each partner gets its own and its neighbours' keys (all of them with the complete graph,
+        # where one encoding serves everyone).
+        key_lists: dict[str, bytes] = {}
+        encoded_lists: dict[tuple[str, ...], bytes] = {}
+        for p in ads:
+            wanted = tuple(server.advertisements_for(p))
+            if wanted not in encoded_lists:
+                encoded_lists[wanted] = wire.encode_bytes_map({q: encoded_ads[q] for q in wanted})
+            key_lists[p] = encoded_lists[wanted]
 
     gone |= dropouts.before_share_keys
     sent_outboxes = {}
