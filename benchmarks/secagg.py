@@ -45,6 +45,7 @@ import logging
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -306,7 +307,8 @@ class BenchClient(NumPyClient):
         return [self.update], self.examples, {}
 
 
-def run_flower(cohort: Cohort, num_shares: int, threshold: int, dropped: frozenset[int] = frozenset()) -> Measurement:
+def run_flower(cohort: Cohort, num_shares: int, threshold: int, seed: int,
+               dropped: frozenset[int] = frozenset()) -> Measurement:  # fmt: skip
     n, d = len(cohort.updates), cohort.updates[0].size
     node_ids = [1000 + i for i in range(n)]
     by_node = dict(zip(node_ids, zip(cohort.updates, cohort.examples, strict=True), strict=True))
@@ -336,6 +338,7 @@ def run_flower(cohort: Cohort, num_shares: int, threshold: int, dropped: frozens
     # put back whatever was there, so that the harness leaves no trace in a test session.
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)  # may be unset (None)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SUPERLINK_NODE_ID, 1
+    random.seed(seed)  # the workflow shuffles nodes onto its ring with the `random` module
     try:
         started = CLOCK()
         workflow(grid, context)
@@ -378,7 +381,7 @@ def measure(n: int, d: int, repeats: int, fraction: float, dropout: float = 0.0)
             "plaintext": lambda: run_plaintext(cohort, dropped),
             "ours SecAgg+": lambda: run_ours(cohort, k, t_plus, repeat, dropped),
             "ours complete": lambda: run_ours(cohort, None, t_full, repeat, dropped),
-            "Flower SecAgg+": lambda: run_flower(cohort, k + 1, t_plus, dropped),
+            "Flower SecAgg+": lambda: run_flower(cohort, k + 1, t_plus, repeat, dropped),
         }
         for system, run in systems.items():
             started = time.perf_counter()
@@ -519,22 +522,31 @@ def figure(results: list[dict[str, Measurement]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    labels = [f"n={c['plaintext'].partners}\nd={c['plaintext'].length:,}" for c in results]
+
+    def short(d: int) -> str:
+        return f"{d // 1_000_000}M" if d >= 1_000_000 else f"{d // 1000}k"
+
+    labels = [f"n={c['plaintext'].partners}\nd={short(c['plaintext'].length)}" for c in results]
     x = np.arange(len(results))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(results) + 3), 4.2), sharey=True)
-    for ax, attribute, title in ((axes[0], "partner_seconds", "partner CPU s (median)"),
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.75 * len(results) + 3), 4.2), sharey=True)
+    lowest = 1.0
+    for ax, attribute, title in ((axes[0], "partner_seconds", "partner CPU s (median over partners)"),
                                  (axes[1], "server_seconds", "server CPU s")):  # fmt: skip
-        for offset, system, colour in ((-0.2, "ours SecAgg+", "#1f77b4"), (0.0, "ours complete", "#6baed6"),
-                                       (0.2, "Flower SecAgg+", "#d62728")):  # fmt: skip
-            flower = [getattr(c["Flower SecAgg+"], attribute) for c in results]
-            values = [getattr(c[system], attribute) / f for c, f in zip(results, flower, strict=True)]
-            ax.bar(x + offset, values, width=0.2, color=colour, label=system)
-        ax.axhline(1.0, color="black", linewidth=0.8)
+        for offset, system, colour in ((-0.18, "ours SecAgg+", "#1f77b4"), (0.18, "ours complete", "#9ecae1")):
+            values = [getattr(c[system], attribute) / getattr(c["Flower SecAgg+"], attribute) for c in results]
+            lowest = min(lowest, *values)
+            bars = ax.bar(x + offset, values, width=0.36, color=colour, label=f"{system} / Flower SecAgg+")
+            if system == "ours SecAgg+":
+                for bar, value in zip(bars, values, strict=True):
+                    ax.text(bar.get_x() + bar.get_width() / 2, value * 1.08, f"{value:.2f}", ha="center",
+                            fontsize=6, rotation=90)  # fmt: skip
+        ax.axhline(1.0, color="#d62728", linewidth=1.2, label="Flower SecAgg+ (= 1)")
         ax.set_yscale("log")
         ax.set_xticks(x, labels, fontsize=7)
-        ax.set_title(f"{title} / Flower SecAgg+", fontsize=9)
-    axes[0].legend(fontsize=8)
-    axes[0].set_ylabel("ratio to Flower SecAgg+ (log; below 1 = faster)")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylim(lowest / 2, 2.5)
+    axes[1].legend(fontsize=7, loc="upper right")
+    axes[0].set_ylabel("ours / Flower SecAgg+ (log; < 1: ours faster)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
