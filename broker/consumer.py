@@ -94,6 +94,10 @@ class Delivery:
     user_id: str | None
     redelivered: bool
     delivery_count: int
+    reply_to: str | None = None
+    """Where an RPC caller waits for the answer (direct reply-to), if it asked for one."""
+    correlation_id: str | None = None
+    """The AMQP correlation id to answer `reply_to` with."""
 
 
 _current_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("mshale_delivery", default=None)
@@ -277,6 +281,8 @@ class ConsumerRuntime:
             user_id=message.user_id,
             redelivered=bool(message.redelivered),
             delivery_count=_delivery_count(message),
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
         )
 
     async def _reject_invalid(self, message: AbstractIncomingMessage, error: ValueError, detail: str) -> None:

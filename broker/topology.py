@@ -90,7 +90,8 @@ ROLES: tuple[Role, ...] = (
         ),
     ),
     Role("audit", EVENT_TYPES, single_active_consumer=True),
-    Role("predict", ("prediction.requested",)),
+    # The predict worker keeps the model registry too: it serves the versions the registry records.
+    Role("predict", ("prediction.requested", "model.published")),
 )
 
 
@@ -150,7 +151,9 @@ class RpcQueue:
 
 
 RECEIPT_RPC = RpcQueue(RECEIPT_QUEUE, f"*.{RECEIPT_ROUTING_SUFFIX}")
-RPC_QUEUES: tuple[RpcQueue, ...] = (RECEIPT_RPC,)
+MODEL_RPC = RpcQueue("mshale.rpc.model", "*.rpc.model.*")
+"""`<partner-id>.rpc.model.list` / `.download`, answered by the predict workers (mshale_fl/access/wire.py)."""
+RPC_QUEUES: tuple[RpcQueue, ...] = (RECEIPT_RPC, MODEL_RPC)
 
 
 async def declare_rpc_queue(channel: AbstractChannel, rpc: RpcQueue) -> AbstractQueue:

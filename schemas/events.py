@@ -58,6 +58,7 @@ AuditCheckpointEvent = _event("audit.checkpoint", p.AuditCheckpoint, "A signed c
 PredictionRequestedEvent = _event("prediction.requested", p.PredictionRequested, "A partner asks for predictions.")
 PredictionReadyEvent = _event("prediction.ready", p.PredictionReady, "Predictions answering a request.")
 AccessDeniedEvent = _event("access.denied", p.AccessDenied, "A request was refused, with the reasons and the remedy.")
+AccessGrantedEvent = _event("access.granted", p.AccessGranted, "A partner was granted a model version to download.")
 
 EVENT_MODELS: dict[str, type[EventEnvelope[Any]]] = {
     get_args(cls.model_fields["type"].annotation)[0]: cls
@@ -76,6 +77,7 @@ EVENT_MODELS: dict[str, type[EventEnvelope[Any]]] = {
         PredictionRequestedEvent,
         PredictionReadyEvent,
         AccessDeniedEvent,
+        AccessGrantedEvent,
     )
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_MODELS)

@@ -142,3 +142,10 @@ class AccessDenied(StrictModel):
     remedy: Message
 
 
+class AccessGranted(StrictModel):
+    """A grant that is not itself an answer event: a model download (predictions are granted by `prediction.ready`)."""
+
+    request_id: UUID = Field(description="The download the grant answers (chosen by the partner, one per download)")
+    action: ShortCode
+    model_version: ModelVersion
+    sha256: Sha256Hex = Field(description="The registered digest of the weights granted")

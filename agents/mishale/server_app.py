@@ -10,12 +10,15 @@ our `AmqpGrid` (`mshale-fl serve`) or Flower's own (`flwr run`, through `app` be
 3. publish `round.started` (the cohort), then FedProx's `configure_train` on a `CohortGrid` of
    exactly the reserved partners, each instruction carrying that partner's reserved mechanism;
 4. wait for the replies (`--round-timeout`); a partner that errs, refuses, vanishes or sends an
-   update that does not match its reservation is a dropout. Each accepted update gets an
-   `update.masked` event (partner_id = the partner, digest = Flower's SHA-256 content address of
-   the ArrayRecord as received, the epsilon the partner reported);
-5. with at least `min_clients` updates, aggregate (`UpdateAggregator`: plain FedProx averaging
-   today, secure aggregation next), save the round's model atomically and publish
-   `round.completed`; with fewer, publish `round.completed` with `failed=true` and keep the model.
+   update that does not match its reservation is a dropout;
+5. hand the replies to the round's `Aggregation` (aggregation/): by default `SecureAggregation`,
+   which runs the secure-aggregation stages with the partners still in and unmasks only the sum of
+   their masked updates; `PlainAggregation` (`--no-secure-aggregation`, and Flower's deployment)
+   averages plain DP-noised weights with FedProx. Each update received gets an `update.masked`
+   event (the partner, the SHA-256 of what was received: masked bytes under secure aggregation, the
+   epsilon the partner reported). With at least `min_clients` updates in the result, save the
+   round's model atomically and publish `round.completed`; otherwise publish it with `failed=true`
+   and keep the model.
 
 A failed round still uses its round number: its reservations were started, so the ledger commits
 them and the same round id must never train again. At the end the model is saved under
@@ -24,10 +27,9 @@ them and the same round id must never train again. At the end the model is saved
 Every event id is derived from (run, round, what), so after a restart the same fact gets the same
 id and the consumers' inboxes apply it once. State on disk: federation/runs.py.
 
-Secure aggregation seam: `UpdateAggregator.aggregate(round, replies)` receives the accepted
-replies and returns the new global arrays. Today `PlainAggregation` delegates to FedProx's
-`aggregate_train` (a weighted mean of plain, DP-noised updates). A SecAgg implementation replaces
-it, and the replies then carry masked updates: the digests in `update.masked` are of those.
+Identity keys: every `query.dp_plan` reply carries the partner's Ed25519 identity public key; the
+server registers it on first sight (`IdentityRegistry`, the ledger under `serve`) and leaves out a
+partner presenting a different one. Secure aggregation checks round keys against these.
 """
 
 from __future__ import annotations
@@ -50,8 +52,18 @@ from mshale_fl.schemas.events import EventEnvelope, new_event
 from mshale_fl.schemas.payloads import ModelPublished, RoundCompleted, RoundStarted, UpdateMasked
 from sqlalchemy import Engine
 
+from mshale_fl.agents.mishale.aggregation import (
+    Aggregation,
+    PlainAggregation,
+    Reserved,
+    RoundInterrupted,
+    SecureAggregation,
+    TrainingRound,
+)
+from mshale_fl.agents.mishale.identities import IdentityRegistry, LedgerIdentities, MemoryIdentities
 from mshale_fl.errors import UserFacingError
 from mshale_fl.federation import protocol as p
+from mshale_fl.federation import secagg_protocol as secagg
 from mshale_fl.federation.grid import AmqpGrid, CohortGrid
 from mshale_fl.federation.runs import RoundRecord, RunSettings, RunState, RunStore
 from mshale_fl.ledger import BudgetExceeded, LedgerError, Mechanism, get_partner, round_id_for
@@ -93,6 +105,10 @@ class ServeConfig:
     retry_seconds: float = 5.0
     """After a round could not gather `min_clients` reservations: how long to wait before asking again
     (sooner when a partner joins or leaves)."""
+    eval_corpus: Path | None = None
+    """Mishale's own hold-out protocols with outcomes: each round's model is scored on them (`eval_loss`)."""
+    secure_aggregation: bool = True
+    secagg: secagg.SecAggSettings = field(default_factory=secagg.SecAggSettings)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -142,6 +158,9 @@ class ServeConfig:
             lr=float(get("lr", 0.05)),
             max_grad_norm=float(get("max-grad-norm", 1.0)),
             new_run=bool(get("new-run", False)),
+            # Off by default here: Flower's deployment runs the ClientApp in a new process per message,
+            # which cannot keep a secure-aggregation session between stages.
+            secure_aggregation=bool(get("secure-aggregation", False)),
         )
 
 
@@ -287,24 +306,6 @@ class LoggedEvents:
         self.events.extend(events)
 
 
-class UpdateAggregator(Protocol):
-    """The secure-aggregation seam: accepted replies of a round in, new global arrays out (None: no update)."""
-
-    def aggregate(
-        self, server_round: int, replies: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]: ...
-
-
-class PlainAggregation:
-    """FedProx's server side (a weighted mean by `num-examples`) over plain DP-noised updates."""
-
-    def __init__(self, strategy: FedProx) -> None:
-        self.strategy = strategy
-
-    def aggregate(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.strategy.aggregate_train(server_round, replies)
-
-
 def aggregate_train_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
     """Round metrics from the replies: examples summed, epsilon as the largest any partner reported."""
     metrics = [next(iter(record.metric_records.values())) for record in records]
@@ -317,13 +318,6 @@ def aggregate_train_metrics(records: list[RecordDict], weighted_by_key: str) -> 
 
 
 # -- the run --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reserved:
-    partner_id: str
-    mechanism: Mechanism
-    delta: float
 
 
 @dataclass
@@ -347,7 +341,8 @@ class FederatedTraining:
         participants: Participants,
         budgets: Budgets,
         events: EventSink,
-        aggregator: UpdateAggregator | None = None,
+        identities: IdentityRegistry | None = None,
+        aggregation: Aggregation | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.grid = grid
@@ -365,7 +360,19 @@ class FederatedTraining:
             proximal_mu=config.mu,
             train_metrics_aggr_fn=aggregate_train_metrics,
         )
-        self.aggregator = aggregator or PlainAggregation(self.strategy)
+        self.identities = identities or MemoryIdentities()
+        if aggregation is None:
+            aggregation = (
+                SecureAggregation(config.secagg, self.identities)
+                if config.secure_aggregation
+                else PlainAggregation(self.strategy)
+            )
+        self.aggregation = aggregation
+        self.evaluation = None
+        if config.eval_corpus is not None:
+            from mshale_fl.training.evaluation import HoldoutEvaluation
+
+            self.evaluation = HoldoutEvaluation(config.eval_corpus)
 
     # -- the whole run ---------------------------------------------------------------------------
 
@@ -471,28 +478,41 @@ class FederatedTraining:
             ]
         )
         log.info("server.round_started", round=server_round, cohort=names)
-        messages = self._train_messages(state, server_round, arrays, cohort)
+        training_round = TrainingRound(
+            grid=self.grid,
+            run_id=state.run_id,
+            model_version=state.model_version,
+            server_round=server_round,
+            arrays=arrays,
+            cohort=cohort,
+            participants=self.participants,
+            min_clients=self.config.min_clients,
+            stop=self.stop,
+            update_event=lambda partner, digest, eps, delta: self._update_event(state, server_round, partner, digest, eps, delta),
+        )
+        round_aggregation = self.aggregation.begin(training_round)
+        messages = self._train_messages(state, server_round, arrays, cohort, round_aggregation.train_records())
         replies = list(self.grid.send_and_receive(messages, timeout=self.config.round_timeout))
         if self.stop.is_set():
             return None  # not completed: a restart runs this round again under the same round id
-        accepted, updates = self._accept(state, server_round, arrays, cohort, replies)
-        self.events.publish(updates)
-        participants = sorted(cohort[r.metadata.src_node_id].partner_id for r in accepted)
-        new_arrays: ArrayRecord | None = None
+        try:
+            result = round_aggregation.finish(replies)
+        except RoundInterrupted:
+            return None
+        self.events.publish(result.updates)
+        participants = result.participants
+        new_arrays = result.arrays
         metrics: dict[str, float] = {
             "cohort": float(len(cohort)),
-            "updates": float(len(accepted)),
-            "dropouts": float(len(cohort) - len(accepted)),
+            "updates": float(len(participants)),
+            "dropouts": float(len(cohort) - len(participants)),
+            **result.metrics,
         }
-        failed = len(accepted) < self.config.min_clients
-        if not failed:
-            new_arrays, aggregated = self.aggregator.aggregate(server_round, accepted)
-            failed = new_arrays is None
-            if aggregated is not None:
-                metrics["num_examples"] = float(aggregated[p.NUM_EXAMPLES])  # type: ignore[arg-type]
-                metrics["epsilon_spent_max"] = float(aggregated[p.EPSILON_SPENT])  # type: ignore[arg-type]
-            if new_arrays is not None:
-                metrics["update_norm"] = _distance(arrays, new_arrays)
+        failed = result.failed or len(participants) < self.config.min_clients
+        if not failed and new_arrays is not None:
+            metrics["update_norm"] = _distance(arrays, new_arrays)
+        if self.evaluation is not None:
+            metrics["eval_loss"] = self.evaluation.loss(arrays if failed or new_arrays is None else new_arrays)
         model_file, digest = (None, None)
         if not failed and new_arrays is not None:
             model_file, digest, new_arrays = self._save_round_model(state, server_round, new_arrays)
@@ -518,6 +538,8 @@ class FederatedTraining:
             round=server_round,
             participants=participants,
             needed=self.config.min_clients,
+            aggregation=self.aggregation.name,
+            reason=result.failure,
             **metrics,
         )
         from datetime import UTC, datetime
@@ -607,11 +629,29 @@ class FederatedTraining:
                 continue
             if self.participants.partner_of(node_id, plan.partner_id) is None:
                 continue
+            refusal = self._register_identity(reply, plan.partner_id)
+            if refusal is not None:
+                log.warning("server.partner_left_out", round=server_round, partner_id=plan.partner_id, reason=refusal[:300])
+                continue
             plans[node_id] = plan
         return plans
 
+    def _register_identity(self, reply: Message, partner_id: str) -> str | None:
+        identity = reply.content.config_records.get(p.IDENTITY_RECORD)
+        key = identity.get(secagg.IDENTITY_KEY) if identity is not None else None
+        if not isinstance(key, bytes):
+            if self.config.secure_aggregation:
+                return "the plan carries no identity key, which secure aggregation needs"
+            return None
+        return self.identities.register(partner_id, key)
+
     def _train_messages(
-        self, state: RunState, server_round: int, arrays: ArrayRecord, cohort: dict[int, Reserved]
+        self,
+        state: RunState,
+        server_round: int,
+        arrays: ArrayRecord,
+        cohort: dict[int, Reserved],
+        extra_records: RecordDict,
     ) -> list[Message]:
         shared = ConfigRecord(
             {
@@ -635,6 +675,8 @@ class FederatedTraining:
             config.update(p.mechanism_metrics(reserved.mechanism))
             config[p.DELTA] = reserved.delta
             content = RecordDict({self.strategy.arrayrecord_key: arrays, self.strategy.configrecord_key: config})
+            for name, record in extra_records.items():
+                content[name] = record
             messages.append(
                 Message(
                     content,
@@ -646,77 +688,23 @@ class FederatedTraining:
             )
         return messages
 
-    def _accept(
-        self,
-        state: RunState,
-        server_round: int,
-        arrays: ArrayRecord,
-        cohort: dict[int, Reserved],
-        replies: list[Message],
-    ) -> tuple[list[Message], list[EventEnvelope[Any]]]:
-        accepted: list[Message] = []
-        updates: list[EventEnvelope[Any]] = []
-        for reply in replies:
-            node_id = reply.metadata.src_node_id
-            reserved = cohort.get(node_id)
-            if reserved is None:
-                continue
-            problem = self._check_update(reply, reserved, arrays)
-            if problem is not None:
-                log.warning("server.dropout", round=server_round, partner_id=reserved.partner_id, reason=problem[:300])
-                continue
-            metrics = reply.content[p.METRICS_RECORD]
-            digest = reply.content[p.ARRAYS_RECORD].object_id
-            epsilon_spent = float(metrics[p.EPSILON_SPENT])  # type: ignore[arg-type]
-            updates.append(
-                self._event(
-                    "update.masked",
-                    UpdateMasked(
-                        run_id=state.run_id,
-                        round=server_round,
-                        model_version=state.model_version,
-                        digest=digest,
-                        epsilon_spent=epsilon_spent,
-                        delta=reserved.delta,
-                    ),
-                    run_id=state.run_id,
-                    key=f"{server_round}/update/{reserved.partner_id}/{digest}",
-                    partner_id=reserved.partner_id,
-                )
-            )
-            accepted.append(reply)
-        return accepted, updates
-
-    def _check_update(self, reply: Message, reserved: Reserved, arrays: ArrayRecord) -> str | None:
-        """Why this reply cannot be aggregated, or None."""
-        if reply.has_error():
-            return f"error reply: {reply.error.reason}"
-        if self.participants.partner_of(reply.metadata.src_node_id, p.reported_partner(reply)) != reserved.partner_id:
-            return "the reply does not come from the reserved partner"
-        content = reply.content
-        if set(content.array_records) != {p.ARRAYS_RECORD} or set(content.metric_records) != {p.METRICS_RECORD}:
-            return "a train reply needs exactly the 'arrays' ArrayRecord and the 'metrics' MetricRecord"
-        update = content[p.ARRAYS_RECORD]
-        if list(update.keys()) != list(arrays.keys()):
-            return "the update's tensors are not the model's"
-        for key in arrays.keys():
-            received = update[key]
-            if tuple(received.shape) != tuple(arrays[key].shape) or not np.all(np.isfinite(received.numpy())):
-                return f"tensor {key} has the wrong shape or non-finite values"
-        metrics = content[p.METRICS_RECORD]
-        try:
-            mechanism = p.mechanism_from(metrics)
-            examples = metrics[p.NUM_EXAMPLES]
-            epsilon_spent = float(metrics[p.EPSILON_SPENT])  # type: ignore[arg-type]
-        except (p.ProtocolError, KeyError, TypeError, ValueError) as error:
-            return f"metrics incomplete: {error}"
-        if mechanism != reserved.mechanism:
-            return f"trained with {mechanism}, but {reserved.mechanism} was reserved"
-        if not isinstance(examples, int) or examples < 1:
-            return "num-examples must be a positive integer"
-        if not (math.isfinite(epsilon_spent) and 0 <= epsilon_spent <= MAX_EPSILON):
-            return f"reported epsilon {epsilon_spent} is out of range"
-        return None
+    def _update_event(
+        self, state: RunState, server_round: int, partner_id: str, digest: str, epsilon_spent: float, delta: float
+    ) -> EventEnvelope[Any]:
+        return self._event(
+            "update.masked",
+            UpdateMasked(
+                run_id=state.run_id,
+                round=server_round,
+                model_version=state.model_version,
+                digest=digest,
+                epsilon_spent=epsilon_spent,
+                delta=delta,
+            ),
+            run_id=state.run_id,
+            key=f"{server_round}/update/{partner_id}/{digest}",
+            partner_id=partner_id,
+        )
 
     def _save_round_model(
         self, state: RunState, server_round: int, arrays: ArrayRecord
@@ -781,11 +769,9 @@ __all__ = [
     "GridParticipants",
     "LedgerBudgets",
     "LoggedEvents",
-    "PlainAggregation",
     "RunOutcome",
     "ServeConfig",
     "TrainingFailed",
     "UnmeteredBudgets",
-    "UpdateAggregator",
     "app",
 ]

@@ -11,8 +11,11 @@ Two handlers (the message protocol is in mshale_fl/federation/protocol.py):
 * `train` — checks the reserved mechanism the server sends against its own data and budget
   (refusing, before any data is read, if it would exceed the budget or does not match), records
   the spend in its accountant *before* training, trains with `train_locally` (Opacus-equivalent
-  DP-SGD with FedProx's proximal step) and replies with the weights, `num-examples`, the
-  mechanism and the epsilon spent so far on this model version.
+  DP-SGD with FedProx's proximal step). Under secure aggregation (a `secagg` record in the
+  instruction, the default) it replies with the mechanism, the epsilon spent so far on this model
+  version and its signed round keys, and its update enters a secure-aggregation session
+  (secagg_participant.py) that the `train.secagg_*` stages advance; without it, it replies with the
+  weights and `num-examples` as well.
 
 A repeated `train` for the same round (the server restarted mid-round, or our reply was lost)
 is answered from a reply cache on disk without training again: releasing the same update twice
@@ -23,7 +26,8 @@ release the ledger (one reservation per round id) would not count.
 
 The partner's settings come from Flower's node config (so the same app runs under
 `flower-supernode --node-config ...`): `partner-id`, `corpus`, `dp-epsilon`, and optionally
-`home` (default MSHALE_HOME) for the accountant and the reply cache.
+`home` (default MSHALE_HOME) for the accountant and the reply cache, and `config` (the partner
+config whose labels and agreements decide what trains; default `mshale.toml` at the corpus root).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict  # pylint: d
 
 from mshale_fl.config import get_settings
 from mshale_fl.errors import UserFacingError
+from mshale_fl.agents.partner.secagg_participant import SecAggParticipant, SecureAggregationRefused, flatten_update
 from mshale_fl.federation import protocol as p
+from mshale_fl.federation import secagg_protocol as s
 from mshale_fl.fileio import write_atomic
 from mshale_fl.ledger.accounting import Mechanism
 from mshale_fl.ledger.budgets import round_id_for
@@ -60,6 +66,7 @@ class PartnerSettings:
     corpus: Path
     dp_epsilon: float
     home: Path
+    config: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: dict[str, Any]) -> PartnerSettings:
@@ -74,7 +81,8 @@ class PartnerSettings:
         if not (math.isfinite(dp_epsilon) and dp_epsilon > 0):
             raise UserFacingError(f"dp-epsilon must be a number > 0, got {dp_epsilon}")
         home = Path(str(node_config.get("home") or get_settings().home))
-        return cls(partner_id, corpus, dp_epsilon, home)
+        config = Path(str(node_config["config"])) if node_config.get("config") else None
+        return cls(partner_id, corpus, dp_epsilon, home, config)
 
 
 class ReplyCache:
@@ -107,7 +115,16 @@ class PartnerTrainer:
         self.settings = settings
         self.cache = ReplyCache(settings.home, settings.partner_id)
         self._data: Any = None
+        self._secagg: SecAggParticipant | None = None
         self._lock = threading.Lock()
+
+    @property
+    def secagg(self) -> SecAggParticipant:
+        """The partner's secure-aggregation side (its identity key is created on first use)."""
+        with self._lock:
+            if self._secagg is None:
+                self._secagg = SecAggParticipant(self.settings.partner_id, self.settings.home)
+            return self._secagg
 
     def warm_up(self) -> int:
         """Load the data and the training stack now; returns the number of examples.
@@ -128,7 +145,7 @@ class PartnerTrainer:
     def data(self) -> Any:
         with self._lock:
             if self._data is None:
-                self._data = load_partner_data(self.settings.corpus)
+                self._data = load_partner_data(self.settings.corpus, self.settings.config)
             return self._data
 
     def accountant(self, model_version: int, delta: float) -> Any:
@@ -222,7 +239,7 @@ class PartnerTrainer:
                     "a second update the ledger would not count"
                 )
             log.info("partner.reply_from_cache", partner_id=self.settings.partner_id, round=server_round)
-            return Message(reply_content, reply_to=message)
+            return self._reply(message, round_id, reply_content)
 
         batch_size, epochs = int(config[p.BATCH_SIZE]), int(config[p.LOCAL_EPOCHS])  # type: ignore[arg-type]
         examples, sample_rate, steps = self.round_shape(batch_size, epochs)
@@ -288,17 +305,63 @@ class PartnerTrainer:
             epsilon_spent=accountant.epsilon_spent,
             budget=budget,
         )
-        return Message(reply_content, reply_to=message)
+        return self._reply(message, round_id, reply_content)
+
+    def _reply(self, message: Message, round_id: str, trained: RecordDict) -> Message:
+        """The train reply: the trained weights themselves, or, under secure aggregation, only signed round keys.
+
+        `trained` is what the reply cache holds (weights, metrics, identity). With a `secagg` record in
+        the instruction the weights stay here: the update enters the secure-aggregation session and the
+        reply carries the mechanism and epsilon (public to the ledger anyway) but not the example count,
+        which is summed under the mask.
+        """
+        secagg_record = message.content.config_records.get(s.SECAGG_RECORD)
+        if secagg_record is None:
+            return Message(trained, reply_to=message)
+        global_arrays: ArrayRecord = message.content[p.ARRAYS_RECORD]
+        new_arrays: ArrayRecord = trained[p.ARRAYS_RECORD]
+        names = list(global_arrays.keys())
+        update = flatten_update([new_arrays[n].numpy() for n in names], [global_arrays[n].numpy() for n in names])
+        metrics = trained[p.METRICS_RECORD]
+        examples = int(metrics[p.NUM_EXAMPLES])  # type: ignore[arg-type]
+        advertisement = self.secagg.start(round_id, secagg_record, update, examples)
+        public_metrics = MetricRecord({k: v for k, v in metrics.items() if k != p.NUM_EXAMPLES})
+        return Message(
+            RecordDict(
+                {
+                    p.METRICS_RECORD: public_metrics,
+                    p.IDENTITY_RECORD: self._identity(),
+                    s.SECAGG_RECORD: advertisement,
+                }
+            ),
+            reply_to=message,
+        )
+
+    # -- secure-aggregation stages (federation/secagg_protocol.py) ------------------------------
+
+    def secagg_stage(self, message: Message) -> Message:
+        stage = message.metadata.message_type
+        handlers = {
+            s.SHARE_KEYS_MESSAGE_TYPE: self.secagg.share_keys,
+            s.MASKED_INPUT_MESSAGE_TYPE: self.secagg.masked_input,
+            s.CONFIRM_MESSAGE_TYPE: self.secagg.confirm,
+            s.UNMASK_MESSAGE_TYPE: self.secagg.unmask,
+        }
+        record = message.content.config_records.get(s.SECAGG_RECORD)
+        if stage not in handlers or record is None:
+            raise SecureAggregationRefused(f"{stage} is not a secure-aggregation stage this partner knows")
+        reply = handlers[stage](record)
+        return Message(RecordDict({s.SECAGG_RECORD: reply, p.IDENTITY_RECORD: self._identity()}), reply_to=message)
 
     def _identity(self) -> ConfigRecord:
-        return ConfigRecord({p.PARTNER_ID: self.settings.partner_id})
+        return ConfigRecord({p.PARTNER_ID: self.settings.partner_id, s.IDENTITY_KEY: self.secagg.identity_public_key})
 
 
-def load_partner_data(corpus: Path) -> Any:
+def load_partner_data(corpus: Path, config: Path | None = None) -> Any:
     """The partner's Tier 3 training data (features and outcomes), extracted and featurised locally."""
     from mshale_fl.training.data import load_training_data
 
-    data = load_training_data(corpus)
+    data = load_training_data(corpus, config_path=config)
     if len(data.targets) == 0:
         reasons = ", ".join(f"{code} {count}" for code, count in sorted(data.skip_reasons().items()))
         raise UserFacingError(
@@ -321,7 +384,7 @@ def trainer_for(context: Context) -> PartnerTrainer:
 
 def trainer_for_config(node_config: dict[str, Any]) -> PartnerTrainer:
     settings = PartnerSettings.from_node_config(node_config)
-    key = (settings.partner_id, str(settings.corpus), settings.dp_epsilon, str(settings.home))
+    key = (settings.partner_id, str(settings.corpus), settings.dp_epsilon, str(settings.home), str(settings.config))
     with _trainers_lock:
         trainer = _trainers.get(key)
         if trainer is None:
@@ -340,6 +403,26 @@ def dp_plan(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     return trainer_for(context).train(message)
+
+
+@app.train("secagg_share_keys")
+def secagg_share_keys(message: Message, context: Context) -> Message:
+    return trainer_for(context).secagg_stage(message)
+
+
+@app.train("secagg_masked_input")
+def secagg_masked_input(message: Message, context: Context) -> Message:
+    return trainer_for(context).secagg_stage(message)
+
+
+@app.train("secagg_confirm")
+def secagg_confirm(message: Message, context: Context) -> Message:
+    return trainer_for(context).secagg_stage(message)
+
+
+@app.train("secagg_unmask")
+def secagg_unmask(message: Message, context: Context) -> Message:
+    return trainer_for(context).secagg_stage(message)
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from mshale_fl.access.registry import (
     ModelVersion,
     find_model_version,
     list_model_versions,
+    versions_contributed_to,
 )
 from mshale_fl.access.tables import access_usage
 from mshale_fl.ledger._sql import insert_if_absent, now_utc, utc_date
@@ -235,11 +236,13 @@ def decide_access(
                 )
             )
         elif action is AccessAction.MODEL_DOWNLOAD and partner_id not in model.contributors:
+            helped = versions_contributed_to(connection, partner_id)
+            which = f" ({', '.join(map(str, helped))})" if helped else ""
             reasons.append(
                 AccessReason(
                     "model.not_contributed",
                     f"partner {partner_id!r} contributed no training to model version {model_version}",
-                    "download a version you helped train, or join the training of the next one",
+                    f"download a version you helped train{which}, or join the training of the next one",
                 )
             )
     elif action is AccessAction.MODEL_DOWNLOAD:

@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
-from mshale_fl.access.tables import model_contributors, model_versions
+from mshale_fl.access.tables import model_contributors, model_publications, model_versions
 from mshale_fl.ledger._sql import as_utc, insert_if_absent, now_utc
 from mshale_fl.ledger.budgets import budget_status
 from mshale_fl.ledger.errors import LedgerError
 from mshale_fl.ledger.partners import get_partner
-from mshale_fl.ledger.tables import privacy_budgets
+from mshale_fl.ledger.tables import privacy_budgets, privacy_spends
+from mshale_fl.schemas.events import EventEnvelope, parse_event
 from mshale_fl.schemas.payloads import ModelPublished
 
 
@@ -224,3 +225,38 @@ def privacy_spent_on(connection: Connection, model_version: int) -> dict[str, Pr
         if any(spend.status == "committed" for spend in status.spends):
             spent[partner_id] = PrivacySpent(epsilon=status.epsilon_committed, delta=status.delta)
     return spent
+
+
+def unsettled_spends(connection: Connection, model_version: int) -> int:
+    """How many reservations for `model_version` are neither committed nor released yet.
+
+    The training server publishes `model.published` right after the last `round.completed`; the
+    ledger worker settles that round's reservations from it, on another queue. Until it has, the
+    committed epsilon of the last round is missing, so the registry waits for this to reach 0.
+    """
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(privacy_spends)
+            .where(privacy_spends.c.model_version == model_version, privacy_spends.c.status == "reserved")
+        ).scalar_one()
+    )
+
+
+def record_publication(connection: Connection, event: EventEnvelope[Any]) -> bool:
+    """Keep the `model.published` event a version was registered from (the first one; True if recorded now)."""
+    if event.type != "model.published":
+        raise RegistryError(f"a publication is a model.published event, not {event.type}")
+    return insert_if_absent(
+        connection,
+        model_publications,
+        {"version": event.payload.model_version, "event_id": str(event.event_id), "event": event.model_dump_json()},
+    )
+
+
+def publication_of(connection: Connection, version: int) -> EventEnvelope[Any] | None:
+    """The `model.published` event version `version` was registered from, or None (registered by hand)."""
+    text = connection.execute(
+        select(model_publications.c.event).where(model_publications.c.version == version)
+    ).scalar()
+    return None if text is None else parse_event(text)

@@ -1,4 +1,4 @@
-"""Access tables, on the store's shared `metadata`; created by migration 3 in store/migrations.py.
+"""Access tables, on the store's shared `metadata`; created by migrations 3 and 5 in store/migrations.py.
 
 Released table shapes are frozen: a later column is a new migration, never an edit here.
 """
@@ -63,3 +63,17 @@ access_usage = Table(
 
 ACCESS_TABLES = ("model_versions", "model_contributors", "access_usage")
 """Created by migration 3, in dependency order."""
+
+model_publications = Table(
+    "model_publications",
+    metadata,
+    # The `model.published` event a version was registered from, verbatim: a partner checks the
+    # weights it downloads against this event's record in the audit log (receipt), not against
+    # the registry row alone, so a registry edited after the fact is caught.
+    Column("version", Integer, ForeignKey("model_versions.version"), primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event", Text, nullable=False),  # the event's JSON as parsed from the bus
+)
+
+PUBLICATION_TABLES = ("model_publications",)
+"""Created by migration 5."""

@@ -8,13 +8,16 @@ import click
 import typer
 
 from mshale_fl.cli import (
+    agent_cmd,
     audit_cmd,
     broker_cmd,
+    console_cmd,
     demo_cmd,
     extract_cmd,
     inspect_cmd,
     model_cmd,
     partners_cmd,
+    predict_cmd,
     schema_cmd,
     submit_cmd,
     train_cmd,
@@ -38,6 +41,8 @@ app.command("extract")(extract_cmd.extract)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("submit")(submit_cmd.submit)
 app.command("join")(train_cmd.join)
+app.command("predict")(predict_cmd.predict)
+app.add_typer(agent_cmd.app, name="agent")
 
 # Mishale operators
 app.add_typer(partners_cmd.partners_app, name="partners")
@@ -48,6 +53,7 @@ app.add_typer(broker_cmd.events_app, name="events")
 app.add_typer(worker_cmd.app, name="worker")
 app.command("serve")(train_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
+app.command("console")(console_cmd.console)
 
 # Auditors
 app.add_typer(audit_cmd.app, name="audit")

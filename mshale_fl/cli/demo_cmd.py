@@ -22,10 +22,14 @@ def demo(
 
     # Wide enough for the summary tables when output goes to a file or CI log.
     console = Console(stderr=as_json, width=None if sys.stdout.isatty() else 140)
-    report = Demo(home or get_settings().home / "demo", console, keep_running=keep_running).run()
+    runner = Demo(home or get_settings().home / "demo", console, keep_running=keep_running)
+    report = runner.run()
     if as_json:
         typer.echo(json.dumps(report.as_json(), sort_keys=True))
     else:
         print_summary(report, console)
+    if keep_running:
+        sys.stdout.flush()
+        runner.stay_up()
     if not (report.audit.get("ok") and report.replay.get("ok")):
         raise typer.Exit(1)

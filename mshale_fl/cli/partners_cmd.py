@@ -32,6 +32,7 @@ from mshale_fl.ledger.broker_identity import BrokerAdmin
 from mshale_fl.ledger.contributions import contribution_totals
 from mshale_fl.ledger.database import open_ledger
 from mshale_fl.ledger.errors import LedgerError, NoBudget
+from mshale_fl.ledger.identities import identity_key, reset_identity_key
 from mshale_fl.ledger.partners import (
     DEFAULT_DATASET_EPSILON,
     DEFAULT_DELTA,
@@ -200,6 +201,7 @@ def show(
         agreements = list_agreements(connection, partner_id)
         budgets = budget_ops.list_budgets(connection, partner_id)
         totals = contribution_totals(connection, partner_id)
+        identity = identity_key(connection, partner_id)
         keys = connection.execute(
             select(api_keys.c.key_id, api_keys.c.created_at, api_keys.c.revoked_at)
             .where(api_keys.c.partner_id == partner_id)
@@ -212,6 +214,13 @@ def show(
         "api_keys": [{"key_id": key.key_id, "revoked": key.revoked_at is not None} for key in keys],
         "contributions": totals,
         "budgets": [{key: value for key, value in budget.as_dict().items() if key != "spends"} for budget in budgets],
+        "identity_key": None
+        if identity is None
+        else {
+            "public_key": identity.public_key.hex(),
+            "fingerprint": identity.fingerprint,
+            "registered_at": identity.registered_at.isoformat(),
+        },
     }
     if as_json:
         _echo_json(data)
@@ -237,6 +246,14 @@ def show(
         + ", ".join(f"{kind} {total['events']} events / {total['items']} items" for kind, total in totals.items())
     )
     typer.echo(
+        "  identity key: "
+        + (
+            f"{identity.fingerprint} (registered {identity.registered_at:%Y-%m-%d %H:%M} UTC)"
+            if identity
+            else "none yet (registered at the partner's first training round)"
+        )
+    )
+    typer.echo(
         f"  budget defaults: epsilon {partner.epsilon_per_model_version:g} per model version, delta {partner.delta:g}, "
         f"dataset cap {partner.dataset_epsilon_total:g}"
     )
@@ -259,6 +276,28 @@ def revoke(
     with _ledger(settings) as engine, BrokerAdmin.from_settings(settings) as broker:
         revoke_partner(engine, partner_id, broker=broker)
     typer.echo(f"revoked partner {partner_id}: API keys disabled, broker user deleted, connections closed")
+
+
+@partners_app.command("reset-identity")
+def reset_identity(
+    partner_id: str = typer.Argument(..., help="Partner id"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+) -> None:
+    """Forget a partner's identity key (after it lost or replaced it); its next training round registers the new one.
+
+    Other partners pinned the old key: each of them must also drop the old entry from its
+    `identity/<partner-id>.peers.json`, or it will refuse rounds with this partner.
+    """
+    settings = _settings()
+    if not yes and not typer.confirm(f"forget the identity key of {partner_id}?"):
+        _fail("not reset")
+    with _ledger(settings) as engine, engine.begin() as connection:
+        removed = reset_identity_key(connection, partner_id)
+    typer.echo(
+        f"identity key of {partner_id} forgotten; the next one it presents is registered"
+        if removed
+        else f"{partner_id} had no identity key registered"
+    )
 
 
 @partners_app.command("set-tier")

@@ -68,8 +68,43 @@ def serve(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="Abandon an unfinished run of this model and start a new one.")
     ] = False,
+    eval_corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-corpus",
+            help="Mishale's own hold-out protocols with outcomes; each round's model is scored on them (eval_loss).",
+        ),
+    ] = None,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            "--secure-aggregation/--no-secure-aggregation",
+            help="Partners send only masked updates and the server unmasks their sum (Bonawitz et al.).",
+        ),
+    ] = True,
+    secagg_threshold: Annotated[
+        float,
+        typer.Option(
+            "--secagg-threshold",
+            help="Share threshold t as a fraction of the share holders (> 0.5; t = ceil(fraction x holders)).",
+        ),
+    ] = 0.6,
+    secagg_neighbours: Annotated[
+        int,
+        typer.Option(
+            "--secagg-neighbours", min=0, help="SecAgg+ neighbours per partner (even; 0 = every partner, the complete graph)."
+        ),
+    ] = 0,
+    secagg_clip: Annotated[
+        float, typer.Option("--secagg-clip", help="Bound on every coordinate of an update before quantisation.")
+    ] = 1.0,
+    secagg_timeout: Annotated[
+        float, typer.Option("--secagg-timeout", min=0.1, help="Seconds to wait for each secure-aggregation stage.")
+    ] = 60.0,
 ) -> None:
-    """Run federated training over RabbitMQ (FedProx, DP budgets from the ledger), resuming an unfinished run."""
+    """Run federated training over RabbitMQ (FedProx, DP budgets from the ledger, secure aggregation), resuming an unfinished run."""
+    from mshale_fl.federation.secagg_protocol import SecAggConfigError, SecAggSettings
+
     from mshale_fl.agents.mishale.server_app import (
         AmqpParticipants,
         FederatedTraining,
@@ -77,12 +112,22 @@ def serve(
         LedgerBudgets,
         ServeConfig,
     )
+    from mshale_fl.agents.mishale.identities import LedgerIdentities
     from mshale_fl.federation import AmqpGrid, LedgerEligibility
     from mshale_fl.ledger import Mechanism, epsilon, open_ledger
     from mshale_fl.training.model import load_model
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    try:
+        secagg_settings = SecAggSettings(
+            threshold_fraction=secagg_threshold,
+            neighbours=secagg_neighbours,
+            clip=secagg_clip,
+            stage_timeout=secagg_timeout,
+        )
+    except SecAggConfigError as error:
+        raise UserFacingError(str(error)) from None
     config = ServeConfig(
         model_path=model,
         rounds=rounds,
@@ -97,6 +142,9 @@ def serve(
         lr=lr,
         max_grad_norm=max_grad_norm,
         new_run=new_run,
+        secure_aggregation=secure_aggregation,
+        secagg=secagg_settings,
+        eval_corpus=eval_corpus,
     )
     _base, metadata = load_model(model)
     engine = open_ledger(settings=settings)
@@ -127,6 +175,7 @@ def serve(
                 participants=AmqpParticipants(grid),
                 budgets=LedgerBudgets(engine),
                 events=GridEvents(grid),
+                identities=LedgerIdentities(engine),
                 stop=stop,
             ).run()
         finally:

@@ -61,3 +61,11 @@ def audit() -> None:
     from mshale_fl.agents.mishale.audit_worker import run_audit_worker
 
     run_audit_worker(get_settings())
+
+
+@app.command("predict")
+def predict() -> None:
+    """Answer prediction requests and model list/download requests by the access policy; keep the model registry."""
+    from mshale_fl.agents.mishale.predict_worker import run_predict_worker
+
+    run_predict_worker(get_settings())

@@ -26,11 +26,26 @@ class WorkerProcess:
         return "\n".join(text[-lines:])
 
 
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies, even by SIGKILL (Linux).
+
+    Without it, a demo killed from outside (a timeout, `kill -9`) leaves its workers running, and
+    they go on consuming from the demo's queues and take the next demo's events.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class ProcessGroup:
     """Starts `python -m mshale_fl.cli ...` children with one environment; stops them on exit.
 
     Children get SIGTERM (they finish in-flight work), then SIGKILL after `grace` seconds, so a
-    demo or test never leaves a process behind even when it fails half-way.
+    demo or test never leaves a process behind even when it fails half-way; and SIGTERM when the
+    process that started them dies, however it dies. Start them from a thread that lives as long
+    as the group: Linux ties that signal to the thread.
     """
 
     def __init__(self, env: dict[str, str], log_dir: Path, *, grace: float = 20.0) -> None:
@@ -50,6 +65,7 @@ class ProcessGroup:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop them in order
+            preexec_fn=_terminate_with_parent,
         )
         child = WorkerProcess(name, process, log_path, log_file)
         self.children.append(child)

@@ -38,6 +38,8 @@ class DemoPartner:
     partner_id: str
     tier: int
     agreements: tuple[str, ...]
+    epsilon: float = 8.0
+    """The ledger's budget per model version."""
 
 
 # RabbitMQ users are global to the broker, so demo partners carry a prefix no real partner
@@ -47,7 +49,9 @@ PARTNERS = (
     DemoPartner("demo-beta", 2, ("dpa",)),
     DemoPartner("demo-gamma", 3, ("dpa", "training")),
     DemoPartner("demo-delta", 3, ("dpa", "training")),
-    DemoPartner("demo-epsilon", 3, ("dpa", "training")),
+    # A small ledger budget: three rounds (epsilon ~0.5, its own limit) leave under 10 % of it, so the
+    # ledger pauses demo-epsilon for this model version (budget.low, partner.paused).
+    DemoPartner("demo-epsilon", 3, ("dpa", "training"), epsilon=0.53),
 )
 TRAINERS = tuple(partner.partner_id for partner in PARTNERS if partner.tier == 3)
 BASE_MODEL = Path(__file__).resolve().parents[2] / "models" / "mshale1_v0.pt"
@@ -96,13 +100,14 @@ class Demo:
             "MSHALE_LOG_LEVEL": "INFO",
         }
         self.report = DemoReport()
+        self.workers: ProcessGroup | None = None
 
     # -- orchestration -----------------------------------------------------------------------
 
     def run(self) -> DemoReport:
         started = time.monotonic()
         self._fresh_state()
-        workers = ProcessGroup(self.env, self.home / "logs")
+        workers = self.workers = ProcessGroup(self.env, self.home / "logs")
         try:
             self._step("declare the broker topology", lambda: self._cli("broker", "declare"))
             self._step("create the audit log's signing key", lambda: self._cli("audit", "keygen"))
@@ -121,7 +126,7 @@ class Demo:
                 lambda: self._extract_and_submit("demo-alpha", 2, keys["demo-alpha"], expect_rejection=True),
             )
             self._step(
-                f"Tier 3: {len(TRAINERS)} partners join, {TRAINING_ROUNDS} FedProx rounds with DP-SGD",
+                f"Tier 3: {len(TRAINERS)} partners join, {TRAINING_ROUNDS} FedProx rounds with DP-SGD and secure aggregation",
                 lambda: self._train(workers, keys),
             )
             self._step("replay the event stream against the audit log", self._replay)
@@ -135,6 +140,32 @@ class Demo:
         self._step("verify the audit log", self._verify_audit)
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def stay_up(self) -> None:
+        """With --keep-running: keep the workers up until Ctrl-C or SIGTERM, then stop them cleanly."""
+        import signal
+        import threading
+
+        if self.workers is None:
+            return
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        exports = " ".join(f"{name}={value}" for name, value in self.env.items() if name != "MSHALE_LOG_LEVEL")
+        self.console.print(
+            "[bold]The demo system stays up[/] (workers: "
+            + ", ".join(child.name for child in self.workers.children)
+            + f"). Look at it with:\n  {exports} mshale-fl console\nCtrl-C stops it."
+        )
+        try:
+            while not stop.wait(1.0):
+                if self.workers.failed():
+                    self.console.print("[yellow]a worker exited; stopping the demo system[/]")
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            codes = self.workers.stop()
+            self.console.print(f"stopped: {codes}")
 
     def _step(self, title: str, action: Callable[[], object]) -> None:
         with self.console.status(f"{title} ..."):
@@ -180,6 +211,7 @@ class Demo:
         keys: dict[str, str] = {}
         for partner in PARTNERS:
             args = ["partners", "add", partner.partner_id, "--tier", str(partner.tier), "--json"]
+            args += ["--epsilon", str(partner.epsilon)]
             if "dpa" in partner.agreements:
                 args += ["--dpa-until", until, "--dpa-attorney-reviewed"]
             if "training" in partner.agreements:
@@ -187,7 +219,12 @@ class Demo:
             result = json.loads(self._cli(*args))
             keys[partner.partner_id] = result["api_key"]
             self.report.partners.append(
-                {"partner_id": partner.partner_id, "tier": partner.tier, "agreements": list(partner.agreements)}
+                {
+                    "partner_id": partner.partner_id,
+                    "tier": partner.tier,
+                    "agreements": list(partner.agreements),
+                    "epsilon_per_model_version": partner.epsilon,
+                }
             )
         return keys
 
@@ -240,15 +277,18 @@ class Demo:
                     env=env,
                 )  # fmt: skip
             )
+        # Mishale's own hold-out protocols: the per-round loss is measured on them, never on partners' data.
+        holdout = write_corpus(self.home / "mishale" / "holdout-corpus", 48, seed=1000)
         self._cli(
             "serve", "--model", str(BASE_MODEL), "--rounds", str(TRAINING_ROUNDS), "--min-clients", str(len(TRAINERS)),
-            "--dp-epsilon", "1.0", "--round-timeout", "180",
+            "--dp-epsilon", "1.0", "--round-timeout", "180", "--eval-corpus", str(holdout),
         )  # fmt: skip
         for child in joined:  # partners leave once the run is published
             child.process.terminate()
         runs = sorted((self.home / "mishale" / "federation" / "runs").glob("*/state.json"))
         state = json.loads(runs[-1].read_text())
         self.report.training = {
+            "secure_aggregation": True,
             "model_version": state["model_version"],
             "published_digest": state["published_digest"],
             "rounds": [
@@ -323,10 +363,24 @@ def print_summary(report: DemoReport, console: Console) -> None:
     )
     training = report.training
     if training:
-        rounds = Table("round", "result", "participants", title=f"Tier 3 training of model v{training['model_version']}")
+        rounds = Table(
+            "round", "result", "participants", "secure aggregation", "hold-out loss",
+            title=f"Tier 3 training of model v{training['model_version']}",
+        )  # fmt: skip
         for record in training["rounds"]:
+            metrics = record.get("metrics") or {}
+            secagg = (
+                f"{int(metrics['secagg_unmasked'])} unmasked, t = {int(metrics['secagg_threshold'])}"
+                if "secagg_unmasked" in metrics
+                else "-"
+            )
+            loss = f"{metrics['eval_loss']:.4f}" if "eval_loss" in metrics else "-"
             rounds.add_row(
-                str(record["round"]), "failed" if record["failed"] else "completed", ", ".join(record["participants"])
+                str(record["round"]),
+                "failed" if record["failed"] else "completed",
+                ", ".join(record["participants"]),
+                secagg,
+                loss,
             )
         console.print(rounds)
         console.print(f"Published model v{training['model_version']}: sha256 {training['published_digest']}")

@@ -47,10 +47,24 @@ def _create_access_tables(connection: Connection) -> None:
     _create(*access_tables.ACCESS_TABLES)(connection)
 
 
+def _create_identity_tables(connection: Connection) -> None:
+    from mshale_fl.ledger import identities
+
+    _create(*identities.IDENTITY_TABLES)(connection)
+
+
+def _create_publication_tables(connection: Connection) -> None:
+    from mshale_fl.access import tables as access_tables
+
+    _create(*access_tables.PUBLICATION_TABLES)(connection)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "inbox", _create("inbox")),
     Migration(2, "ledger: partners, agreements, api keys, contributions, privacy budgets", _create_ledger_tables),
     Migration(3, "access: model versions, model contributors, daily access usage", _create_access_tables),
+    Migration(4, "ledger: partners' identity keys for secure aggregation", _create_identity_tables),
+    Migration(5, "access: the model.published event of each registered version", _create_publication_tables),
 ]
 
 

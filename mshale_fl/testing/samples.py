@@ -91,6 +91,9 @@ def sample_payload(type_name: str, seed: int = 0) -> Any:
         "access.denied": lambda: p.AccessDenied(
             request_id=uuid.UUID(int=seed + 1), action="model.pull", reasons=reasons, remedy="sign a Tier 3 agreement"
         ),
+        "access.granted": lambda: p.AccessGranted(
+            request_id=uuid.UUID(int=seed + 1), action="model.download", model_version=1, sha256=digest(seed)
+        ),
     }
     return payloads[type_name]()
 

@@ -19,6 +19,8 @@ from mshale_fl.ledger.contributions import record_contribution
 from mshale_fl.ledger.database import open_ledger
 from mshale_fl.ledger.partners import create_partner
 
+from .world import AccessWorld
+
 NOW = datetime.now(UTC)
 
 
@@ -124,3 +126,43 @@ def publish(engine: Engine) -> Callable[..., ModelVersion]:
             )
 
     return register
+
+
+@pytest.fixture
+def broker_users() -> Iterator[list[str]]:
+    """Broker users are global to the shared RabbitMQ: every one a test creates is deleted afterwards."""
+    from mshale_fl.testing.rabbitmq import management_client
+
+    created: list[str] = []
+    yield created
+    with management_client() as client:
+        for name in created:
+            client.delete(f"/api/users/{name}")
+
+
+@pytest.fixture
+def world(tmp_path: Path, vhost: str, broker_url: str, broker_users: list[str]) -> Iterator[AccessWorld]:
+    """A Mishale with a SQLite ledger, the real broker (throw-away vhost) and a local audit log."""
+    yield from _world(tmp_path, vhost, broker_url, broker_users, f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+
+
+@pytest.fixture
+def postgres_world(tmp_path: Path, vhost: str, broker_url: str, broker_users: list[str]) -> Iterator[AccessWorld]:
+    """The same with its ledger in a throw-away PostgreSQL database (for several workers)."""
+    with temporary_postgres_database() as url:
+        yield from _world(tmp_path, vhost, broker_url, broker_users, url)
+
+
+def _world(tmp_path: Path, vhost: str, broker_url: str, broker_users: list[str], ledger_url: str) -> Iterator[AccessWorld]:
+    from mshale_fl.ledger import BrokerAdmin
+    from mshale_fl.testing.rabbitmq import MANAGEMENT_URL
+
+    engine = open_ledger(ledger_url)
+    try:
+        with BrokerAdmin(MANAGEMENT_URL, "guest", "guest", vhost) as admin:
+            yield AccessWorld(
+                tmp_path, vhost=vhost, broker_url=broker_url, ledger_url=ledger_url, admin=admin, engine=engine,
+                broker_users=broker_users,
+            )  # fmt: skip
+    finally:
+        engine.dispose()

@@ -97,7 +97,7 @@ async def test_a_changed_delivery_limit_is_reported_as_a_mismatch_naming_the_que
 
 def test_roles_are_data_and_reject_unknown_event_types() -> None:
     assert [r.name for r in ROLES] == ["validate", "ledger", "audit", "predict"]
-    assert get_role("predict").binding_keys == ("*.prediction.requested",)
+    assert get_role("predict").binding_keys == ("*.prediction.requested", "*.model.published")
     assert set(get_role("ledger").event_types) == {
         "submission.accepted", "submission.rejected", "update.masked", "round.started", "round.completed",
         "budget.low", "partner.paused", "model.published",

@@ -19,6 +19,7 @@ from mshale_fl.agents.mishale.server_app import (
     RunOutcome,
     ServeConfig,
 )
+from mshale_fl.agents.mishale.identities import LedgerIdentities
 from mshale_fl.broker import replay
 from mshale_fl.schemas.events import EventEnvelope
 from sqlalchemy import Engine
@@ -127,6 +128,7 @@ class Federation:
             participants=AmqpParticipants(grid),
             budgets=LedgerBudgets(self.engine),
             events=GridEvents(grid),
+            identities=LedgerIdentities(self.engine),
             stop=stop,
         )
 

@@ -231,3 +231,22 @@ def test_the_api_key_never_appears_in_the_process_logs(env: dict[str, str], brok
     assert api_key not in logged
     assert api_key.rsplit("_", 1)[1] not in logged
     assert broker_password(api_key) not in logged
+
+
+def test_identity_key_is_shown_and_reset(cli, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    from mshale_fl.ledger.identities import register_identity_key
+
+    partner_id = unique_partner_id()
+    cli("partners", "add", partner_id, "--tier", "1")
+    assert json.loads(cli("partners", "show", partner_id, "--json").stdout)["identity_key"] is None
+    assert "none yet" in cli("partners", "show", partner_id).stdout
+    engine = open_ledger(f"sqlite:///{Path(env['MSHALE_HOME']) / 'ledger.sqlite3'}")
+    with engine.begin() as connection:
+        register_identity_key(connection, partner_id, b"\x07" * 32)
+    shown = json.loads(cli("partners", "show", partner_id, "--json").stdout)["identity_key"]
+    assert shown["public_key"] == "07" * 32 and shown["fingerprint"] in cli("partners", "show", partner_id).stdout
+    assert "forgotten" in cli("partners", "reset-identity", partner_id, "--yes").stdout
+    assert "had no identity key" in cli("partners", "reset-identity", partner_id, "--yes").stdout
+    with engine.begin() as connection:
+        register_identity_key(connection, partner_id, b"\x08" * 32)  # a new key is accepted after the reset
+    engine.dispose()

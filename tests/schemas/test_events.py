@@ -28,11 +28,12 @@ def test_every_event_type_round_trips_through_json(type_name: str) -> None:
     assert parsed.routing_key == f"lab-a.{type_name}"
 
 
-def test_the_design_names_fourteen_event_types() -> None:
+def test_the_design_names_fourteen_event_types_and_access_granted() -> None:
     assert set(EVENT_TYPES) == {
         "spec.submitted", "vectors.submitted", "submission.accepted", "submission.rejected",
         "round.started", "update.masked", "round.completed", "budget.low", "partner.paused",
         "model.published", "audit.checkpoint", "prediction.requested", "prediction.ready", "access.denied",
+        "access.granted",  # issue 9: a model download is a grant that no other event records
     }  # fmt: skip
 
 
