@@ -12,6 +12,7 @@ from mshale_fl.cli import (
     audit_cmd,
     broker_cmd,
     console_cmd,
+    corpus_cmd,
     demo_cmd,
     extract_cmd,
     inspect_cmd,
@@ -61,6 +62,7 @@ app.add_typer(audit_cmd.app, name="audit")
 # Contract and quality
 app.add_typer(schema_cmd.app, name="schema")
 app.add_typer(extract_cmd.eval_app, name="eval")
+app.add_typer(corpus_cmd.app, name="corpus")
 
 
 def main() -> None:

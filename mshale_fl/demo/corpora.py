@@ -1,43 +1,30 @@
-"""Small Tier 3 corpora: efficiency protocols with outcomes in front matter, different per seed.
+"""Small Tier 3 corpora for the demo and the federation tests, written by the corpus synthesizer.
 
-Used by the demo and the federation tests; the outcomes stay on the partner's disk (they are
-read by local training only).
+`write_corpus(folder, protocols, seed=...)` writes one lab's training corpus into `folder`:
+`protocols` efficiency protocols (Markdown, plain text and protocols.io JSON), each with its
+outcome in a `<file>.outcome.json` sidecar, and a `mshale.toml` that labels them and declares the
+DPA and the federated training agreement, so every protocol trains at Tier 3. The lab (its
+domains, habits and style) depends on the seed; the outcome function does not: every corpus
+written here shares the ground truth of `SHARED_GROUND_TRUTH_SEED`, so the partners of one
+federation learn the same thing from different data (mshale_fl/corpus/README.md).
+
+The outcomes stay on the partner's disk (they are read by local training only).
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-AGREEMENTS = "[agreements]\ndpa = true\nirb = false\nfederated_training = true\n"
+from mshale_fl.corpus.synth import cached_ground_truth, training_partner, write_partner_files
 
-_STEPS = (
-    "Add {v} ml of trypsin and incubate at 37 °C for {t} min.",
-    "Centrifuge at {g} x g for {t} min.",
-    "Wash the pellet with {v} ml of PBS.",
-    "Incubate at room temperature for {t} min.",
-    "Resuspend the cells in {v} ml of medium.",
-    "Heat at 95 °C for {t} min.",
-    "Add {u} µl of lysis buffer and mix by inverting.",
-    "Store at -20 °C.",
-    "Transfer the supernatant to a new tube.",
-    "Centrifuge at 14000 rpm for {t} min.",
-)
+AGREEMENTS = "[agreements]\ndpa = true\nirb = false\nfederated_training = true\n"
+"""The agreements a Tier 3 training corpus needs (kept for callers that write their own config)."""
+
+SHARED_GROUND_TRUTH_SEED = 0
 
 
 def write_corpus(folder: Path, protocols: int, *, seed: int) -> Path:
-    """`protocols` efficiency protocols (front matter `outcome`), different steps and quantities per seed."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "mshale.toml").write_text(AGREEMENTS, encoding="utf-8")
-    for index in range(protocols):
-        steps = rng.sample(_STEPS, rng.randint(2, 6))
-        lines = [
-            f"{n}. " + step.format(v=rng.randint(1, 20), t=rng.randint(1, 30), g=rng.choice((300, 1000, 5000)),
-                                   u=rng.choice((50, 100, 250)))
-            for n, step in enumerate(steps, start=1)
-        ]  # fmt: skip
-        outcome = round(rng.uniform(0.05, 0.95), 3)
-        text = f"---\nsensitivity: efficiency\noutcome: {outcome}\n---\n# Protocol {index}\n" + "\n".join(lines) + "\n"
-        (folder / f"protocol-{index:02d}.md").write_text(text, encoding="utf-8")
-    return folder
+    """`protocols` efficiency protocols with outcomes in `folder`, different domains and wording per seed."""
+    partner = training_partner(f"lab-{seed}", protocols, seed, cached_ground_truth(SHARED_GROUND_TRUTH_SEED))
+    write_partner_files(partner, Path(folder))
+    return Path(folder)

@@ -30,7 +30,7 @@ from mshale_fl.testing.rabbitmq import MANAGEMENT_URL, amqp_url, management_clie
 
 DEMO_VHOST = "mshale-demo"
 EXAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "lab-protocols"
-WORKER_ROLES = ("validate", "ledger", "audit")
+WORKER_ROLES = ("validate", "ledger", "audit", "predict")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class DemoReport:
     replay: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     budgets: list[dict[str, Any]] = field(default_factory=list)
+    access: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class DemoReport:
             "replay": self.replay,
             "training": self.training,
             "budgets": self.budgets,
+            "access": self.access,
             "seconds": round(self.seconds, 1),
         }
 
@@ -128,6 +130,10 @@ class Demo:
             self._step(
                 f"Tier 3: {len(TRAINERS)} partners join, {TRAINING_ROUNDS} FedProx rounds with DP-SGD and secure aggregation",
                 lambda: self._train(workers, keys),
+            )
+            self._step(
+                "what partners get back: predictions at Tier 1, a verified model download at Tier 3, a denial at Tier 2",
+                lambda: self._access(keys),
             )
             self._step("replay the event stream against the audit log", self._replay)
             self._check_workers(workers)
@@ -300,6 +306,46 @@ class Demo:
             budget = json.loads(self._cli("budget", "--partner-id", partner_id, "--json"))
             self.report.budgets.append({"partner_id": partner_id, **_budget_summary(budget)})
 
+    def _access(self, keys: dict[str, str]) -> None:
+        version = self.report.training["model_version"]
+        # The predict worker registers model.published once the ledger has settled the round's spends.
+        deadline = time.monotonic() + 120
+        while True:
+            listed = json.loads(self._cli("model", "list", "--json", partner_home="demo-gamma",
+                                          extra_env={"MSHALE_API_KEY": keys["demo-gamma"]}))  # fmt: skip
+            if any(v["version"] == version for v in listed.get("versions", [])):
+                break
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"model version {version} was not registered by the predict worker within 120 s")
+            time.sleep(1.0)
+        predicted = json.loads(
+            self._cli("predict", "--specs", str(self._partner_dir("demo-alpha") / "tier1"), "--json",
+                      partner_home="demo-alpha", extra_env={"MSHALE_API_KEY": keys["demo-alpha"]})  # fmt: skip
+        )
+        for row in predicted["predictions"]:
+            self.report.access.append(
+                {"partner_id": "demo-alpha", "action": "predict spec", "item": row.get("source"),
+                 "status": row.get("status"), "detail": row.get("efficiency")}  # fmt: skip
+            )
+        verifier = self._cli("audit", "pubkey").strip()
+        pulled = json.loads(
+            self._cli("model", "pull", "--version", str(version), "--output", str(self._partner_dir("demo-gamma") / "models"),
+                      "--verifier-key", verifier, "--json",
+                      partner_home="demo-gamma", extra_env={"MSHALE_API_KEY": keys["demo-gamma"]})  # fmt: skip
+        )
+        self.report.access.append(
+            {"partner_id": "demo-gamma", "action": f"download model v{version}", "item": pulled["files"]["model"],
+             "status": "granted", "detail": pulled["sha256"]}  # fmt: skip
+        )
+        denied = self._cli("model", "pull", "--version", str(version), "--output", str(self._partner_dir("demo-beta") / "models"),
+                           "--verifier-key", verifier, "--json", ok_codes=(1,),
+                           partner_home="demo-beta", extra_env={"MSHALE_API_KEY": keys["demo-beta"]})  # fmt: skip
+        denial = (json.loads(denied).get("denial") or {}) if denied.strip() else {}
+        self.report.access.append(
+            {"partner_id": "demo-beta", "action": f"download model v{version}", "item": None, "status": "denied",
+             "detail": "; ".join(r["code"] for r in denial.get("reasons", [])) or "denied"}  # fmt: skip
+        )
+
     def _replay(self) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "mshale_fl.cli", "audit", "replay", "--from", "first", "--json"],
@@ -384,6 +430,15 @@ def print_summary(report: DemoReport, console: Console) -> None:
             )
         console.print(rounds)
         console.print(f"Published model v{training['model_version']}: sha256 {training['published_digest']}")
+    if report.access:
+        access = Table("partner", "asked for", "item", "result", "detail", title="What partners get back")
+        for row in report.access:
+            detail = row.get("detail")
+            access.add_row(
+                row["partner_id"], row["action"], str(row.get("item") or "-")[-40:], str(row["status"]),
+                f"efficiency {detail:.3f}" if isinstance(detail, float) else str(detail or "-")[:64],
+            )  # fmt: skip
+        console.print(access)
     if report.budgets:
         budgets = Table("partner", "model version", "epsilon total", "spent", "remaining", "state", title="Privacy budgets")
         for budget in report.budgets:

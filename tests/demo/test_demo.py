@@ -76,6 +76,16 @@ def test_demo_runs_end_to_end_twice_and_leaves_nothing_behind(tmp_path: Path) ->
             assert metrics["secagg_unmasked"] == 3 and metrics["secagg_threshold"] == 2
             assert 0.0 <= metrics["eval_loss"] < 1.0
         assert [p["tier"] for p in summary["partners"]] == [1, 2, 3, 3, 3]
+        # What partners get back: the Tier 1 partner's accepted specs are predicted, a Tier 3 trainer
+        # downloads the model it helped train (verified against registry and log), Tier 2 may not.
+        access = summary["access"]
+        predictions = [row for row in access if row["action"] == "predict spec"]
+        assert {row["item"] for row in predictions} == {"plasmid-miniprep.md", "pcr-colony-screen.txt"}
+        assert all(row["status"] == "predicted" and 0.0 <= row["detail"] <= 1.0 for row in predictions)
+        downloads = {row["partner_id"]: row for row in access if row["action"].startswith("download")}
+        assert downloads["demo-gamma"]["status"] == "granted"
+        assert downloads["demo-gamma"]["detail"] == training["published_digest"]
+        assert downloads["demo-beta"]["status"] == "denied" and downloads["demo-beta"]["detail"] != "denied"
         audit = summary["audit"]
         assert audit["ok"] is True
         # two submissions and their two receipts at least, every one under a signed checkpoint
