@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from mshale_fl.broker import InboxProcessor, PermanentError, current_delivery
+from mshale_fl.agents.mishale.senders import refuse_partner_senders
+from mshale_fl.broker import InboxProcessor, PermanentError
 from mshale_fl.config import Settings
-from mshale_fl.ledger import LedgerHandler, get_partner, open_ledger
+from mshale_fl.ledger import LedgerHandler, open_ledger
 from mshale_fl.ledger.errors import PermanentLedgerError
 from mshale_fl.schemas.events import EventEnvelope
 
@@ -32,23 +33,11 @@ class LedgerWorkerHandler:
         self.consumer_name = self.handler.consumer_name
 
     def handle(self, event: EventEnvelope[Any], connection: Connection) -> Sequence[EventEnvelope[Any]]:
-        _refuse_partner_senders(event, connection)
+        refuse_partner_senders(event, connection, FORGED_SENDER)
         try:
             return self.handler.handle(event, connection)
         except PermanentLedgerError as error:
             raise PermanentError(f"ledger.{type(error).__name__.lower()}", str(error)) from error
-
-
-def _refuse_partner_senders(event: EventEnvelope[Any], connection: Connection) -> None:
-    delivery = current_delivery()
-    if delivery is None:  # called outside the consumer runtime (tests, tools): no transport facts
-        return
-    if not delivery.user_id:
-        raise PermanentError(FORGED_SENDER, f"{event.type} without a user_id: the broker did not verify its sender")
-    if get_partner(connection, delivery.user_id, required=False) is not None:
-        raise PermanentError(
-            FORGED_SENDER, f"{event.type} sent by partner {delivery.user_id!r}: only Mishale's services publish it"
-        )
 
 
 def ledger_processor(settings: Settings) -> InboxProcessor:
