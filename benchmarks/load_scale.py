@@ -795,7 +795,7 @@ def _save(fig: Any, name: str) -> Path:
 def machine_info() -> dict[str, str]:
     from sqlalchemy import create_engine, text
 
-    from mshale_fl.testing.load import POSTGRES_ADMIN_URL
+    from mshale_fl.testing.postgres import POSTGRES_ADMIN_URL
     from mshale_fl.testing.machine import describe
     from mshale_fl.testing.rabbitmq import management_client
 

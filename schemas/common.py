@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_LIST = 10_000
 """Upper bound for any list in any event (steps, vectors, predictions...)."""
@@ -66,6 +66,20 @@ def _finite(value: float) -> float:
 
 
 FiniteFloat = Annotated[float, AfterValidator(_finite)]
+
+
+def _integer(value: object) -> object:
+    # pydantic checks a literal by equality, and JSON `true` and `1.0` equal 1 in Python. The
+    # exported JSON Schema (`"const": 1`) refuses `true`, and every other integer field of the
+    # strict models refuses `1.0`, so a version or a tier must too.
+    if type(value) is not int:
+        raise ValueError(f"must be an integer, not {type(value).__name__}")
+    return value
+
+
+ExactlyOne = Annotated[Literal[1], BeforeValidator(_integer)]
+"""A version number or tier that must be the integer 1."""
+ExactlyTwo = Annotated[Literal[2], BeforeValidator(_integer)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0), AfterValidator(_finite)]
 Epsilon = Annotated[float, Field(ge=0.0, le=1_000.0), AfterValidator(_finite)]
 Delta = Annotated[float, Field(ge=0.0, lt=1.0), AfterValidator(_finite)]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args
 from pydantic import BaseModel, Field, TypeAdapter
 
 from mshale_fl.schemas import payloads as p
-from mshale_fl.schemas.common import PartnerId, StrictModel, UtcDatetime, now_utc
+from mshale_fl.schemas.common import ExactlyOne, PartnerId, StrictModel, UtcDatetime, now_utc
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -23,7 +23,7 @@ PayloadT = TypeVar("PayloadT", bound=BaseModel)
 class EventEnvelope(StrictModel, Generic[PayloadT]):
     event_id: uuid.UUID
     type: str
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: ExactlyOne = SCHEMA_VERSION
     partner_id: PartnerId = Field(description="The partner the event is from or about; 'mishale' for system events")
     occurred_at: UtcDatetime
     correlation_id: uuid.UUID = Field(description="Shared by every event of one conversation (a submission, a run)")

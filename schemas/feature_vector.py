@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from mshale_fl.schemas.common import FiniteFloat, Sha256Hex, StrictModel
+from mshale_fl.schemas.common import ExactlyOne, FiniteFloat, Sha256Hex, StrictModel
 
 FEATURE_DIM = 223
 FEATURE_SCHEMA_VERSION = 1
@@ -15,7 +15,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class FeatureVector(StrictModel):
-    feature_schema_version: Literal[1] = FEATURE_SCHEMA_VERSION
+    feature_schema_version: ExactlyOne = FEATURE_SCHEMA_VERSION
     spec_hash: Sha256Hex = Field(description="The spec's salted content hash")
     values: Annotated[list[FiniteFloat], Field(min_length=FEATURE_DIM, max_length=FEATURE_DIM)]
 

@@ -11,6 +11,8 @@ from mshale_fl.schemas.common import (
     MAX_LIST,
     Delta,
     Epsilon,
+    ExactlyOne,
+    ExactlyTwo,
     FiniteFloat,
     Message,
     ModelVersion,
@@ -43,13 +45,13 @@ Reasons = Annotated[list[Reason], Field(min_length=1, max_length=100)]
 
 
 class SpecSubmitted(StrictModel):
-    tier: Literal[1] = 1
+    tier: ExactlyOne = 1
     sensitivity: Sensitivity
     spec: ProtocolSpec
 
 
 class VectorsSubmitted(StrictModel):
-    tier: Literal[2] = 2
+    tier: ExactlyTwo = 2
     sensitivity: Sensitivity
     vectors: Annotated[list[FeatureVector], Field(min_length=1, max_length=1_000)]
 

@@ -6,11 +6,11 @@ No field of a spec holds free text: every string is a member of a closed vocabul
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from mshale_fl.schemas.common import FiniteFloat, Sha256Hex, StrictModel
+from mshale_fl.schemas.common import ExactlyOne, FiniteFloat, Sha256Hex, StrictModel
 from mshale_fl.schemas.vocabulary import (
     UNIT_OF_KIND,
     CanonicalUnit,
@@ -72,7 +72,7 @@ class Step(StrictModel):
 
 
 class ProtocolSpec(StrictModel):
-    spec_schema_version: Literal[1] = SPEC_SCHEMA_VERSION
+    spec_schema_version: ExactlyOne = SPEC_SCHEMA_VERSION
     content_hash: Sha256Hex = Field(
         description="HMAC-SHA256 of the protocol's text keyed with the partner's secret salt; the salt never leaves"
     )

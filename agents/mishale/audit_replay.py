@@ -33,7 +33,7 @@ from typing import Any
 from aio_pika.abc import AbstractConnection
 from mshale_fl.audit.replay_check import REORDER_WINDOW, LogCursor, Mismatch, StreamLogComparison
 from mshale_fl.audit.stores.base import ObjectStore
-from mshale_fl.broker.replay import StartFrom, replay_records
+from mshale_fl.broker.replay import StartFrom, StreamRecord, replay_records
 from mshale_fl.schemas.events import EventEnvelope
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -314,7 +314,7 @@ async def compare_stream_with_log(
             comparison.from_first_entry = start == "first" and record.offset == 0
         last_offset = record.offset
         try:
-            event = record.event()
+            event = _logged_event(record)
         except (ValidationError, ValueError):
             invalid += 1
             continue
@@ -334,7 +334,7 @@ async def compare_stream_with_log(
         # Entries appended while the stream was read: their events lie past the first replay's end.
         async for record in replay_records(connection, last_offset + 1, idle_timeout=idle_timeout):
             try:
-                event = record.event()
+                event = _logged_event(record)
             except (ValidationError, ValueError):
                 invalid += 1
                 continue
@@ -343,6 +343,19 @@ async def compare_stream_with_log(
                 break
     comparison.finish(log_size)
     return comparison, log_size, invalid
+
+
+def _logged_event(record: StreamRecord) -> EventEnvelope[Any]:
+    """The event of a stream record, if the audit worker would log it; ValueError otherwise.
+
+    The stream keeps whatever was published, but the consumer runtime dead-letters a body that does
+    not parse and an event published under another routing key than its own (a partner naming
+    another partner in the body): neither ever reaches the log, so neither is compared.
+    """
+    event = record.event()
+    if record.routing_key != event.routing_key:
+        raise ValueError(f"routing key {record.routing_key!r} does not match the event's {event.routing_key!r}")
+    return event
 
 
 async def replay_audit(

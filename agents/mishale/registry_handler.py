@@ -37,6 +37,7 @@ from mshale_fl.access.registry import (
 from mshale_fl.broker import PermanentError
 from mshale_fl.ledger.errors import UnknownPartner
 from mshale_fl.logging import get_logger
+from mshale_fl.agents.mishale.senders import refuse_partner_senders
 from mshale_fl.schemas.events import EventEnvelope
 
 log = get_logger(__name__)
@@ -47,7 +48,12 @@ POLL_INTERVAL = 0.25
 
 
 def register_published_model(connection: Connection, event: EventEnvelope[Any]) -> Sequence[EventEnvelope[Any]]:
-    """Record the version of a `model.published` event with its contributors; no output events."""
+    """Record the version of a `model.published` event with its contributors; no output events.
+
+    Only the training server announces models: a `<partner>.model.published` a partner published
+    under its own prefix is dead-lettered (`registry.forged_sender`) and registers nothing.
+    """
+    refuse_partner_senders(event, connection, "registry.forged_sender")
     payload = event.payload
     contributors = privacy_spent_on(connection, payload.model_version)
     open_spends = unsettled_spends(connection, payload.model_version)

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine
 
 from mshale_fl.agents.partner.featurize import FEATURES, grid_violations
@@ -55,11 +55,12 @@ from mshale_fl.broker import Delivery, InboxProcessor, PermanentError, current_d
 from mshale_fl.config import Settings
 from mshale_fl.ledger import get_partner, may_submit, open_ledger
 from mshale_fl.logging import get_logger
+from mshale_fl.schemas import payloads
 from mshale_fl.schemas.common import now_utc
 from mshale_fl.schemas.events import EVENT_MODELS, MAX_EVENT_BYTES, EventEnvelope, new_event
-from mshale_fl.schemas.feature_vector import FEATURE_DIM, FEATURE_SCHEMA_VERSION
+from mshale_fl.schemas.feature_vector import FEATURE_DIM, FEATURE_SCHEMA_VERSION, FeatureVector
 from mshale_fl.schemas.payloads import Reason, SubmissionAccepted, SubmissionRejected
-from mshale_fl.schemas.protocol_spec import ProtocolSpec
+from mshale_fl.schemas.protocol_spec import ProtocolSpec, Quantity, Step
 from mshale_fl.schemas.vocabulary import Operation, QuantityKind, Sensitivity
 
 log = get_logger(__name__)
@@ -303,7 +304,7 @@ def read_invalid_submission(body: bytes, routing_key: str, error: ValueError) ->
         return None
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested deeper than the stack: not answerable
         return None
     if not isinstance(data, dict) or (event_id := _uuid(data.get("event_id"))) is None:
         return None
@@ -327,11 +328,32 @@ def reasons_from_error(error: ValueError) -> list[Reason]:
     return [_reason_of(item) for item in error.errors(include_url=False)]
 
 
+def _contract_names() -> frozenset[str]:
+    """Every field name of the event contract: the only words a rejection's `field` path may quote."""
+    models = [EventEnvelope, ProtocolSpec, Quantity, Step, FeatureVector]
+    models += [value for value in vars(payloads).values() if isinstance(value, type) and issubclass(value, BaseModel)]
+    return frozenset(name for model in models for name in model.model_fields)
+
+
+_CONTRACT_NAMES = _contract_names()
+UNKNOWN_NAME = "<unknown>"
+
+
 def _path(location: Sequence[str | int]) -> str:
+    # A key the contract does not define (an extra field, a metric name) is the sender's own text:
+    # the receipt, kept in the inbox and sent on the bus, says where it was but never quotes it.
     text = ""
     for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = part if isinstance(part, int) or part in _CONTRACT_NAMES else UNKNOWN_NAME
+        text += f"[{name}]" if isinstance(name, int) else (f".{name}" if text else name)
     return text
+
+
+def _quoted(value: object) -> str:
+    """A rejected value as a receipt may quote it: an integer (a version number), else only its kind."""
+    if type(value) is int and abs(value) < 10**9:
+        return repr(value)
+    return f"({type(value).__name__})"
 
 
 def _reason_of(item: Any) -> Reason:
@@ -348,7 +370,8 @@ def _classify(path: list[Any], in_payload: bool, kind: str, msg: str, value: obj
     """(code, message) for one validation error at `path` (inside the payload or the envelope)."""
     if not in_payload:
         if path == ["schema_version"]:
-            return "event.schema_version", f"event schema_version {value!r} is not supported (this Mishale reads 1): {msg}"
+            return "event.schema_version", (f"event schema_version {_quoted(value)} is not supported "
+                                            f"(this Mishale reads 1): {msg}")  # fmt: skip
         if kind.startswith("union_tag"):
             return "event.type_unknown", "the event type is not one of the contract's"
         if kind == "extra_forbidden":
@@ -374,7 +397,7 @@ def _classify(path: list[Any], in_payload: bool, kind: str, msg: str, value: obj
                 return "vector.value_type", "a feature value must be a number"
             return "vector.invalid", msg
         if member == "feature_schema_version":
-            return "vector.schema_version", (f"feature_schema_version {value!r} is unknown; this Mishale accepts "
+            return "vector.schema_version", (f"feature_schema_version {_quoted(value)} is unknown; this Mishale accepts "
                                              f"{FEATURE_SCHEMA_VERSION} (update the partner agent)")  # fmt: skip
         if member == "spec_hash":
             return "vector.spec_hash", "spec_hash must be the spec's salted content hash (64 lower-case hex digits)"
@@ -419,10 +442,11 @@ class ValidateProcessor(InboxProcessor):
             if get_partner(connection, sender, required=False) is None:
                 raise _NotAPartner(sender)
             reasons = list(submission.reasons)
-            if submission.claimed_partner_id is not None and submission.claimed_partner_id != sender:
+            claimed = submission.claimed_partner_id
+            if claimed is not None and claimed != sender:
+                named = repr(claimed) if PARTNER_ID.fullmatch(claimed) else "(not a valid partner id)"
                 reasons.insert(0, Reason(code="sender.mismatch", field="partner_id",
-                                         message=f"sent by broker user {sender!r}, not by partner "
-                                                 f"{submission.claimed_partner_id[:64]!r}"))  # fmt: skip
+                                         message=f"sent by broker user {sender!r}, not by partner {named}"))  # fmt: skip
             if submission.kind in ("spec", "vectors"):
                 decision = may_submit(connection, sender, 1 if submission.kind == "spec" else 2)
                 if not decision.allowed:

@@ -10,6 +10,7 @@ produce the signature.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -200,3 +201,30 @@ def survivors_signature_valid(
     except InvalidSignature:
         return False
     return True
+
+
+def confirmed_survivors(
+    signatures: Mapping[str, bytes],
+    round_id: bytes,
+    survivors: frozenset[str],
+    registry: Mapping[str, Ed25519PublicKey],
+    enough: int,
+) -> set[str]:
+    """Survivors whose signature of `survivors` is valid, checking until `enough` are found.
+
+    The unmasking rule needs only "at least t survivors signed this set", so verifying the rest would
+    add n - t signature checks per partner and prove nothing more. The transcript is built once.
+    """
+    transcript = _survivors_transcript(round_id, survivors)
+    confirmed: set[str] = set()
+    for partner in sorted(signatures):
+        if len(confirmed) >= enough:
+            break
+        if partner not in survivors or partner not in registry:
+            continue
+        try:
+            registry[partner].verify(signatures[partner], transcript)
+        except InvalidSignature:
+            continue
+        confirmed.add(partner)
+    return confirmed

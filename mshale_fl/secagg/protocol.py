@@ -22,6 +22,7 @@ The transport (Flower messages) is not here: every method takes and returns plai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -46,6 +47,7 @@ from mshale_fl.secagg.errors import (
 from mshale_fl.secagg.keys import (
     KeyAdvertisement,
     RoundKeys,
+    confirmed_survivors,
     decrypt_from,
     encrypt_for,
     pairwise_aead_key,
@@ -53,10 +55,9 @@ from mshale_fl.secagg.keys import (
     raw_private,
     raw_public,
     sign_survivors,
-    survivors_signature_valid,
     verify_advertisement,
 )
-from mshale_fl.secagg.prg import SEED_BYTES, expand_mask, modulus_mask
+from mshale_fl.secagg.prg import SEED_BYTES, MaskAccumulator, modulus_mask
 
 log = get_logger(__name__)
 
@@ -137,6 +138,10 @@ def neighbour_graph(
     return {p: frozenset(v) for p, v in graph.items()}
 
 
+def _is_unsigned_array(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind == "u"
+
+
 def _require(count: int, threshold: int, stage: str) -> None:
     if count < threshold:
         raise TooFewSurvivorsError(
@@ -211,6 +216,8 @@ class SecAggClient:
         self._keys = RoundKeys.generate()
         self._stage = 0
         self._peer_keys: dict[str, KeyAdvertisement] = {}
+        # neighbour -> AES-GCM key agreed in share_keys, reused to decrypt its shares in mask_input
+        self._aead_keys: dict[str, bytes] = {}
         self._self_seed = b""
         self._held_b: dict[str, shamir.Share] = {}  # owner -> my share of owner's b
         self._held_s: dict[str, shamir.Share] = {}  # owner -> my share of owner's s^SK
@@ -275,7 +282,7 @@ class SecAggClient:
             if pid == self.partner_id:
                 self._held_b[pid], self._held_s[pid] = b_share, s_share
                 continue
-            key = pairwise_aead_key(
+            key = self._aead_keys[pid] = pairwise_aead_key(
                 self._keys.encryption_key,
                 self._peer_keys[pid].encryption_public_key,
                 cfg.round_id,
@@ -303,7 +310,7 @@ class SecAggClient:
                 raise ProtocolStateError(
                     f"shares arrived from {sender!r}, who is not a live neighbour"
                 )
-            key = pairwise_aead_key(
+            key = self._aead_keys.get(sender) or pairwise_aead_key(
                 self._keys.encryption_key,
                 self._peer_keys[sender].encryption_public_key,
                 cfg.round_id,
@@ -325,9 +332,9 @@ class SecAggClient:
             self._held_b[sender], self._held_s[sender] = b_share, s_share
         self._mask_partners = frozenset(inbox)
         _require(len(self._mask_partners) + 1, cfg.threshold, "masked input")
-        mask = modulus_mask(cfg.modulus_bits)
-        y = vector & mask
-        y = y + expand_mask(self._self_seed, cfg.vector_length, cfg.modulus_bits)
+        y = MaskAccumulator(cfg.vector_length, cfg.modulus_bits)
+        y.add_vector(vector)
+        y.add_mask(self._self_seed)
         me = cfg.index(self.partner_id)
         for peer in self._mask_partners:
             seed = pairwise_mask_seed(
@@ -337,10 +344,12 @@ class SecAggClient:
                 self.partner_id,
                 peer,
             )
-            pairwise = expand_mask(seed, cfg.vector_length, cfg.modulus_bits)
-            # uint64 arithmetic wraps modulo 2^64, which 2^k divides, so one final & is exact.
-            y = y + pairwise if cfg.index(peer) > me else y - pairwise
-        return y & mask
+            # Wrapping in the accumulator's word is exact modulo 2^k (2^k divides the word range).
+            if cfg.index(peer) > me:
+                y.add_mask(seed)
+            else:
+                y.subtract_mask(seed)
+        return y.result()
 
     # Stage 3
     def confirm_survivors(self, request: UnmaskRequest) -> bytes:
@@ -380,15 +389,13 @@ class SecAggClient:
             raise UnmaskRefusedError(
                 "the survivor set to unmask differs from the one this partner confirmed"
             )
-        confirmed_by = {
-            p
-            for p, signature in request.confirmations.items()
-            if p in request.survivors
-            and p in self._registry
-            and survivors_signature_valid(
-                signature, self.config.round_id, request.survivors, self._registry[p]
-            )
-        }
+        confirmed_by = confirmed_survivors(
+            request.confirmations,
+            self.config.round_id,
+            request.survivors,
+            self._registry,
+            enough=self.config.threshold,
+        )
         if len(confirmed_by) < self.config.threshold:
             raise UnmaskRefusedError(
                 f"only {len(confirmed_by)} survivors confirmed this survivor set, fewer than the "
@@ -444,6 +451,19 @@ class SecAggServer:
         _require(len(self.advertisements), self.config.threshold, "advertise keys")
         return dict(self.advertisements)
 
+    def advertisements_for(self, partner_id: str) -> dict[str, KeyAdvertisement]:
+        """What `partner_id` needs of U1: its own advertisement and its neighbours'.
+
+        With SecAgg+ a client reads only its k neighbours' keys, so sending it just those keeps the
+        download at O(k) instead of O(n); with the complete graph this is all of U1.
+        """
+        wanted = self._neighbourhoods[partner_id] | {partner_id}
+        return {p: ad for p, ad in self.advertisements.items() if p in wanted}
+
+    @functools.cached_property
+    def _neighbourhoods(self) -> dict[str, frozenset[str]]:
+        return self.config.neighbourhoods()
+
     def relay_shares(
         self, outboxes: Mapping[str, Mapping[str, bytes]]
     ) -> dict[str, dict[str, bytes]]:
@@ -463,8 +483,10 @@ class SecAggServer:
     def collect_masked_inputs(self, masked: Mapping[str, np.ndarray]) -> UnmaskRequest:
         """Stage 2 -> 3: record U3 (survivors) and name the dropped partners of U2."""
         cfg = self.config
+        # Unsigned vectors are kept as given (e.g. zero-copy views from `wire.decode_vector_view`):
+        # only their sum modulo 2^k is ever used. Anything else is read as uint64, as before.
         inputs = {
-            p: np.asarray(y, dtype=np.uint64)
+            p: y if _is_unsigned_array(y) else np.asarray(y, dtype=np.uint64)
             for p, y in masked.items()
             if p in self.share_senders
         }
@@ -530,12 +552,11 @@ class SecAggServer:
     def _remove_masks(self) -> np.ndarray:
         cfg, request = self.config, self.request
         assert request is not None
-        d, bits = cfg.vector_length, cfg.modulus_bits
-        total = np.zeros(d, dtype=np.uint64)
+        total = MaskAccumulator(cfg.vector_length, cfg.modulus_bits)
         for y in self.masked_inputs.values():
-            total = total + y
+            total.add_vector(y)
         for seed in self.reconstructed_self_seeds.values():
-            total = total - expand_mask(seed, d, bits)
+            total.subtract_mask(seed)
         for dropped, raw_key in self.reconstructed_masking_keys.items():
             key = X25519PrivateKey.from_private_bytes(raw_key)
             for survivor in request.survivors:
@@ -549,19 +570,18 @@ class SecAggServer:
                     dropped,
                     survivor,
                 )
-                pairwise = expand_mask(seed, d, bits)
                 # Survivor v added +PRG(s_uv) if u > v and -PRG if u < v: undo its sign.
                 if cfg.index(dropped) > cfg.index(survivor):
-                    total = total - pairwise
+                    total.subtract_mask(seed)
                 else:
-                    total = total + pairwise
+                    total.add_mask(seed)
         log.info(
             "secagg.round.unmasked",
             round_id=cfg.round_id.hex(),
             survivors=len(request.survivors),
             dropped=len(request.dropped),
         )
-        return total & modulus_mask(bits)
+        return total.result()
 
     def _log_stage(self, stage: str, present: Mapping | set) -> None:
         log.info(

@@ -73,19 +73,21 @@ def quantize_update(
         norm = float(np.linalg.norm(values))
         if norm > config.l2_clip:
             values = values * (config.l2_clip / norm)
-    values = np.clip(values, -config.clip, config.clip)
-    if not np.all(np.isfinite(values)):
+    # One working array, updated in place: at a million coordinates every temporary is 8 MB.
+    work = np.clip(values, -config.clip, config.clip)
+    if not np.all(np.isfinite(work)):
         raise ValueError("the update contains NaN (or, with l2_clip, infinite) values")
-    scaled = values * (num_examples * config.scale)
+    work *= num_examples * config.scale
     if config.stochastic_rounding:
         # Unbiased: rounds up with probability equal to the fractional part. The generator is seeded
         # from the OS; this randomness only affects rounding, never the masks.
         rng = rng or np.random.default_rng()
-        integers = np.floor(scaled + rng.random(scaled.shape))
+        work += rng.random(work.shape)
+        np.floor(work, out=work)
     else:
-        integers = np.rint(scaled)
+        np.rint(work, out=work)
     encoded = np.empty(values.size + 1, dtype=np.uint64)
-    encoded[:-1] = integers.astype(np.int64).view(np.uint64)
+    encoded[:-1].view(np.int64)[:] = work  # integral already; two's complement via the int64 view
     encoded[-1] = np.uint64(num_examples)
     encoded &= modulus_mask(config.modulus_bits)
     return encoded

@@ -7,6 +7,8 @@ same x. A Mersenne prime keeps the arithmetic simple and leaves ample room above
 
 from __future__ import annotations
 
+import functools
+import operator
 import secrets
 from dataclasses import dataclass
 
@@ -78,35 +80,55 @@ def split_secret(secret: bytes, threshold: int, xs: list[int] | range) -> list[S
     polys = [
         [c] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)] for c in chunks
     ]
-    return [
-        Share(
-            x=x,
-            values=tuple(_evaluate(p, x) for p in polys),
-            secret_length=len(secret),
-            threshold=threshold,
-        )
-        for x in xs
-    ]
+    shares = []
+    for x in xs:
+        powers = _powers(x, threshold)
+        values = tuple(_evaluate(p, powers) for p in polys)
+        shares.append(Share(x=x, values=values, secret_length=len(secret), threshold=threshold))
+    return shares
 
 
-def _evaluate(coefficients: list[int], x: int) -> int:
-    result = 0
-    for c in reversed(coefficients):
-        result = (result * x + c) % PRIME
-    return result
+def _powers(x: int, count: int) -> list[int]:
+    """1, x, x^2, ... x^(count-1) mod p, shared by every chunk polynomial evaluated at x."""
+    powers = [1] * count
+    for i in range(1, count):
+        powers[i] = powers[i - 1] * x % PRIME
+    return powers
 
 
-def _lagrange_at(xs: list[int], target: int) -> list[int]:
-    """Lagrange basis weights for interpolating at `target` from points at `xs`."""
-    weights = []
+def _evaluate(coefficients: list[int], powers: list[int]) -> int:
+    # One reduction after the dot product instead of one per Horner step: the products are below
+    # 2^254 and their sum stays a small multiple of that, which Python's integers handle natively.
+    return sum(map(operator.mul, coefficients, powers)) % PRIME
+
+
+@functools.lru_cache(maxsize=4096)
+def _lagrange_at(xs: tuple[int, ...], target: int) -> tuple[int, ...]:
+    """Lagrange basis weights for interpolating at `target` from points at `xs`.
+
+    Cached: a server rebuilding n secrets usually holds shares from the same responders for each,
+    so one round needs only a few distinct (xs, target) pairs; the weights are public values.
+    One modular inversion of the product of denominators replaces one inversion per point.
+    """
+    numerators, denominators = [], []
     for i, xi in enumerate(xs):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if i != j:
                 num = num * (target - xj) % PRIME
                 den = den * (xi - xj) % PRIME
-        weights.append(num * pow(den, -1, PRIME) % PRIME)
-    return weights
+        numerators.append(num)
+        denominators.append(den)
+    # Batch inversion (Montgomery's trick): prefix products, one pow(), then walk back.
+    prefix = [1]
+    for den in denominators:
+        prefix.append(prefix[-1] * den % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)
+    weights = [0] * len(xs)
+    for i in range(len(xs) - 1, -1, -1):
+        weights[i] = numerators[i] * (inverse * prefix[i] % PRIME) % PRIME
+        inverse = inverse * denominators[i] % PRIME
+    return tuple(weights)
 
 
 def reconstruct_secret(shares: list[Share]) -> bytes:
@@ -135,7 +157,7 @@ def reconstruct_secret(shares: list[Share]) -> bytes:
             f"{len(shares)} shares cannot reconstruct a secret with threshold {t}"
         )
     base, extra = shares[:t], shares[t:]
-    base_xs = [s.x for s in base]
+    base_xs = tuple(s.x for s in base)
     weights0 = _lagrange_at(base_xs, 0)
     chunks = [
         sum(w * s.values[k] for w, s in zip(weights0, base, strict=True)) % PRIME

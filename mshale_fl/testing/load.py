@@ -38,7 +38,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -47,12 +47,16 @@ from urllib.parse import quote
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, select
 
 from mshale_fl.agents.mishale.validate import receipt_id
 from mshale_fl.agents.partner.batches import batch_event_id
 from mshale_fl.agents.partner.featurize import featurize
-from mshale_fl.agents.partner.submit import partner_broker_url, receipt_binding_key, reply_queue_name
+from mshale_fl.agents.partner.submit import (
+    partner_broker_url,
+    receipt_binding_key,
+    reply_queue_name,
+)
 from mshale_fl.agents.partner.transmission import submission_event_id
 from mshale_fl.audit.log import CHECKPOINTS, TransparencyLog, position_key
 from mshale_fl.audit.stores.local import LocalStore
@@ -60,19 +64,21 @@ from mshale_fl.broker import EVENTS_EXCHANGE, Publisher, connect, declare_topolo
 from mshale_fl.broker.publisher import encode_event, event_properties
 from mshale_fl.demo.processes import ProcessGroup, WorkerProcess
 from mshale_fl.ledger import BrokerAdmin, register_partner
-from mshale_fl.ledger.broker_identity import vhost_from_amqp_url
 from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
+from mshale_fl.ledger.broker_identity import vhost_from_amqp_url
 from mshale_fl.ledger.tables import contributions
 from mshale_fl.schemas.events import new_event
 from mshale_fl.schemas.payloads import SpecSubmitted, VectorsSubmitted
 from mshale_fl.schemas.protocol_spec import ProtocolSpec
 from mshale_fl.schemas.vocabulary import Sensitivity
 from mshale_fl.store.schema import inbox
+from mshale_fl.testing.postgres import (
+    temporary_postgres_database as _temporary_postgres_database,
+)
 from mshale_fl.testing.rabbitmq import MANAGEMENT_URL, management_client
 from mshale_fl.testing.samples import digest, sample_spec
 
 WORKER_ROLES = ("validate", "ledger", "audit")
-POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 # -- partners --------------------------------------------------------------------------------------
@@ -888,16 +894,7 @@ def stage_times(run: LoadRun, watcher: AuditLogWatcher, ledger: LedgerView) -> S
 # -- a PostgreSQL ledger of one's own --------------------------------------------------------------
 
 
-@contextmanager
-def temporary_postgres_database(prefix: str = "mshale_load") -> Iterator[str]:
-    """A fresh database on the local PostgreSQL (user postgres, trust), dropped afterwards; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+def temporary_postgres_database(prefix: str = "mshale_load") -> AbstractContextManager[str]:
+    """A throw-away ledger database for a load run (mshale_fl.testing.postgres)."""
+    return _temporary_postgres_database(prefix)

@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from mshale_fl.schemas.payloads import ModelPublished
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from mshale_fl.access.registry import ModelVersion, PrivacySpent, register_model_version
 from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
 from mshale_fl.ledger.contributions import record_contribution
 from mshale_fl.ledger.database import open_ledger
 from mshale_fl.ledger.partners import create_partner
+from mshale_fl.testing.postgres import (
+    temporary_postgres_database as _temporary_postgres_database,
+)
 
 from .world import AccessWorld
 
@@ -39,22 +42,12 @@ def training(until_days: int = 365) -> AgreementTerms:
 AGREEMENTS_FOR_TIER = {1: [], 2: [dpa()], 3: [dpa(), training()]}
 
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
-@contextmanager
-def temporary_postgres_database() -> Iterator[str]:
-    """A database with a unique name on the real PostgreSQL, dropped afterwards; yields its URL."""
-    name = f"mshale_test_access_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+def temporary_postgres_database() -> AbstractContextManager[str]:
+    """A throw-away database on the real PostgreSQL, named for these tests (mshale_fl.testing.postgres)."""
+    return _temporary_postgres_database("mshale_test_access")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -76,3 +76,35 @@ async def test_two_predict_workers_share_one_quota(postgres_world: AccessWorld) 
     assert all(processor.transactions > 0 for processor in processors)  # both took deliveries
     with world.engine.connect() as connection:
         assert usage_today(connection, lab.id, datetime.now(UTC).date()) == 5
+
+
+async def test_a_model_published_by_a_partner_is_dead_lettered_and_registers_nothing(world: AccessWorld) -> None:
+    from mshale_fl.broker import Publisher
+    from mshale_fl.cli.train_cmd import partner_broker_url
+    from mshale_fl.schemas.events import new_event
+    from mshale_fl.schemas.payloads import ModelPublished
+
+    lab = world.register(3)
+    sha = world.save_model(1, parent=0)
+    # A partner may publish under its own prefix, so `<lab>.model.published` reaches the predict queue.
+    forged = new_event(
+        "model.published",
+        ModelPublished(model_version=1, parent_version=0, sha256=sha, rounds=2, metrics={}),
+        partner_id=lab.id,
+    )
+    async with world.running():
+        partner = await connect(partner_broker_url(world.broker_url, lab.id, lab.api_key, None), name="forger", robust=False)
+        try:
+            publisher = await Publisher.open(partner, window=8, user_id=lab.id)
+            await publisher.publish_many([forged])
+            await publisher.close()
+        finally:
+            await partner.close()
+        mishale = await connect(world.broker_url, name="test dead letters", robust=False)
+        try:
+            dead = await take(mishale, DEAD_LETTER_QUEUE, 1, timeout=20)
+        finally:
+            await mishale.close()
+    assert dead[0].headers[REASON_HEADER] == "registry.forged_sender"
+    with world.engine.connect() as connection:
+        assert find_model_version(connection, 1) is None

@@ -13,30 +13,36 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-from sqlalchemy import create_engine, text
-
 from mshale_fl.audit.appender import AuditAppender
 from mshale_fl.audit.keys import create_signing_key
 from mshale_fl.audit.stores.local import LocalStore
 from mshale_fl.broker import connect, declare_topology
 from mshale_fl.broker.topology import EVENTS_EXCHANGE, get_role
+
 from mshale_fl.federation.runs import RoundRecord, RunSettings, RunState, RunStore
-from mshale_fl.ledger import Mechanism, PrivacyBudgets, open_ledger, register_partner, round_id_for
+from mshale_fl.ledger import (
+    Mechanism,
+    PrivacyBudgets,
+    open_ledger,
+    register_partner,
+    round_id_for,
+)
 from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
+from mshale_fl.testing.postgres import (
+    temporary_postgres_database as _temporary_postgres_database,
+)
 from mshale_fl.testing.rabbitmq import MANAGEMENT_URL
 from mshale_fl.testing.samples import sample_event
 
 ORIGIN = "console.test/audit"
-POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 RUN_SETTINGS = RunSettings(
     rounds=5, min_clients=2, dp_epsilon=4.0, mu=0.01, local_epochs=1, batch_size=16, lr=0.05, max_grad_norm=1.0
 )
@@ -112,19 +118,10 @@ def build_ledger(url: str) -> None:
         engine.dispose()
 
 
-@contextmanager
-def temporary_postgres_database() -> Iterator[str]:
-    """A database with a unique name on the real PostgreSQL, dropped afterwards; yields its URL."""
-    name = f"mshale_test_console_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+def temporary_postgres_database() -> AbstractContextManager[str]:
+    """A throw-away database on the real PostgreSQL, named for these tests (mshale_fl.testing.postgres)."""
+    return _temporary_postgres_database("mshale_test_console")
 
 
 def build_audit_log(system: System, batches: int = 3) -> AuditAppender:

@@ -239,13 +239,15 @@ class _SubstitutingRound(_SecureRound):
         from mshale_fl.secagg.keys import RoundKeys
 
         self.fake_identity = Ed25519PrivateKey.generate()
+        self.fake_public = public_key_bytes(self.fake_identity)
         self.fake_keys = RoundKeys.generate()
-        self.identity_keys = {**self.identity_keys, "lab-b": public_key_bytes(self.fake_identity)}
 
     def _advertisements(self, replies, epsilons):  # type: ignore[no-untyped-def]
-        advertisements = super()._advertisements(replies, epsilons)
+        advertisements = super()._advertisements(replies, epsilons)  # checked against the real keys
         if "lab-b" in advertisements:
+            # ... then swapped, with the identity key forwarded to the others swapped to match.
             advertisements["lab-b"] = self.fake_keys.advertise("lab-b", self.config.round_id, self.fake_identity)
+            self.identity_keys = {**self.identity_keys, "lab-b": self.fake_public}
         return advertisements
 
 

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import date, timedelta
 
-from sqlalchemy import Engine, MetaData, create_engine, select, text
+from sqlalchemy import Engine, MetaData, select
 
 from mshale_fl.ledger.agreements import AgreementKind, AgreementTerms
 from mshale_fl.ledger.partners import Partner
+from mshale_fl.testing.postgres import (
+    temporary_postgres_database as _temporary_postgres_database,
+)
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
-
-@contextmanager
-def temporary_postgres_database() -> Iterator[str]:
-    """A database with a unique name on the real PostgreSQL, dropped afterwards; yields its URL."""
-    name = f"mshale_test_ledger_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def temporary_postgres_database() -> AbstractContextManager[str]:
+    """A throw-away database on the real PostgreSQL, named for these tests (mshale_fl.testing.postgres)."""
+    return _temporary_postgres_database("mshale_test_ledger")
 
 
 def unique_partner_id(prefix: str = "lab") -> str:

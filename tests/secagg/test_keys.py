@@ -8,10 +8,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mshale_fl.secagg.errors import KeySubstitutionError, SecAggError
 from mshale_fl.secagg.keys import (
     RoundKeys,
+    confirmed_survivors,
     decrypt_from,
     encrypt_for,
     pairwise_aead_key,
     pairwise_mask_seed,
+    sign_survivors,
     verify_advertisement,
 )
 
@@ -77,3 +79,20 @@ def test_share_ciphertexts_are_bound_to_direction_and_round() -> None:
     tampered = ct[:-1] + bytes([ct[-1] ^ 1])
     with pytest.raises(SecAggError):
         decrypt_from(key, ROUND, "alice", "bob", tampered)
+
+
+def test_confirmed_survivors_counts_only_valid_signatures_of_survivors_and_stops_at_enough() -> None:
+    identities = {p: Ed25519PrivateKey.generate() for p in "abcdef"}
+    registry = {p: k.public_key() for p, k in identities.items()}
+    survivors = frozenset("abcde")
+    signatures = {p: sign_survivors(identities[p], ROUND, survivors) for p in "abcde"}
+    signatures["b"] = sign_survivors(identities["b"], ROUND, frozenset("abcd"))  # another set
+    signatures["c"] = sign_survivors(identities["c"], b"other-round", survivors)  # another round
+    signatures["f"] = sign_survivors(identities["f"], ROUND, survivors)  # not a survivor
+    signatures["e"] = sign_survivors(identities["a"], ROUND, survivors)  # someone else's key
+    assert confirmed_survivors(signatures, ROUND, survivors, registry, enough=5) == {"a", "d"}
+    # Without a registered key a signature counts for nothing.
+    assert confirmed_survivors(signatures, ROUND, survivors, {"a": registry["a"]}, enough=5) == {"a"}
+    # Verification stops once `enough` partners are confirmed.
+    all_good = {p: sign_survivors(identities[p], ROUND, survivors) for p in "abcde"}
+    assert len(confirmed_survivors(all_good, ROUND, survivors, registry, enough=3)) == 3

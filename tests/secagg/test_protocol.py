@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -161,6 +162,41 @@ def test_sparse_graph_masks_only_with_neighbours() -> None:
     for p, client in result.clients.items():
         assert client._mask_partners == graph[p]
     assert not result.total.any()
+
+
+def test_each_partner_receives_only_its_neighbours_keys() -> None:
+    ids = cohort(30)
+    sparse = run_round(RoundConfig(b"keys", ids, 3, 10, 32, neighbours=4), {p: np.zeros(10, dtype=np.uint64) for p in ids})
+    graph = sparse.server.config.neighbourhoods()
+    for p in ids:
+        assert set(sparse.server.advertisements_for(p)) == graph[p] | {p}
+    full = run_round(RoundConfig(b"keys", ids, 3, 10, 32), {p: np.zeros(10, dtype=np.uint64) for p in ids})
+    assert set(full.server.advertisements_for(ids[0])) == set(ids)
+    # SecAgg+ downloads grow with k, not n: the key lists were most of the complete graph's bytes.
+    for p in ids:
+        assert sparse.bytes_downloaded[p] < full.bytes_downloaded[p] / 2
+
+
+@pytest.mark.parametrize("bits", [20, 32, 48])
+def test_round_with_timing_charges_every_party_and_sums_views_exactly(bits: int) -> None:
+    # 20 bits: 3-byte packed elements; 32: zero-copy 4-byte views at the server; 48: 6-byte packing.
+    rng = np.random.default_rng(bits)
+    ids = cohort(7)
+    q = QuantizationConfig(modulus_bits=bits, max_examples=10, max_partners=7)
+    plain, encoded = random_updates(ids, 3000, q, rng)
+    cfg = RoundConfig(os.urandom(8), ids, 4, 3001, bits, neighbours=4)
+    started = time.process_time()
+    result = run_round(cfg, encoded, Dropouts(before_masked_input={ids[2]}), clock=time.process_time)
+    elapsed = time.process_time() - started
+    summed = set(ids) - {ids[2]}
+    assert_sum_matches(result.total, plain, summed, q)
+    assert set(result.partner_seconds) == set(ids)
+    assert all(result.partner_seconds[p] > 0 for p in ids) and result.server_seconds > 0
+    # The dropped partner did no masking: it spent less than anyone who did.
+    assert result.partner_seconds[ids[2]] < min(result.partner_seconds[p] for p in summed)
+    assert sum(result.partner_seconds.values()) + result.server_seconds <= elapsed
+    # Without a clock nothing is timed.
+    assert run_round(cfg, encoded).server_seconds == 0.0
 
 
 @pytest.mark.parametrize("stage", STAGES)

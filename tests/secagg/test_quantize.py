@@ -80,3 +80,20 @@ def test_l2_clip_scales_large_updates_and_leaves_small_ones() -> None:
     assert np.allclose(big.weighted_sum, [0.6, 0.8], atol=1 / cfg.scale)
     small = dequantize_sum(quantize_update(np.array([0.3, -0.4]), 1, cfg), cfg)
     assert np.allclose(small.weighted_sum, [0.3, -0.4], atol=1 / cfg.scale)
+
+
+def test_in_place_quantisation_matches_the_formula_and_leaves_the_input_alone() -> None:
+    cfg = QuantizationConfig(modulus_bits=32, clip=1.0, max_examples=1000, max_partners=50)
+    update = np.random.default_rng(5).uniform(-1.5, 1.5, 10_000)
+    before = update.copy()
+    encoded = quantize_update(update, 321, cfg, np.random.default_rng(9))
+    assert np.array_equal(update, before)
+    # floor(clip(u) * n * scale + U[0, 1)), two's complement modulo 2^k, then n.
+    noise = np.random.default_rng(9).random(update.size)
+    integers = np.floor(np.clip(update, -1.0, 1.0) * (321 * cfg.scale) + noise).astype(np.int64)
+    expected = [int(i) % (1 << 32) for i in integers] + [321]
+    assert encoded.tolist() == expected
+    nearest = QuantizationConfig(modulus_bits=32, clip=1.0, max_examples=1000, max_partners=50,
+                                 stochastic_rounding=False)  # fmt: skip
+    rounded = np.rint(np.clip(update, -1.0, 1.0) * (321 * nearest.scale)).astype(np.int64)
+    assert quantize_update(update, 321, nearest).tolist() == [int(i) % (1 << 32) for i in rounded] + [321]

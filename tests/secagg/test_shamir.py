@@ -7,7 +7,7 @@ import random
 import pytest
 
 from mshale_fl.secagg.errors import ShareError
-from mshale_fl.secagg.shamir import PRIME, Share, reconstruct_secret, split_secret
+from mshale_fl.secagg.shamir import PRIME, Share, _lagrange_at, reconstruct_secret, split_secret
 
 
 @pytest.mark.parametrize("length", [0, 1, 14, 15, 16, 32, 33, 64])
@@ -90,3 +90,34 @@ def test_share_serialisation_round_trips_and_rejects_garbage() -> None:
 def test_invalid_split_parameters_raise(threshold: int, xs: list[int]) -> None:
     with pytest.raises(ValueError):
         split_secret(b"secret", threshold, xs)
+
+
+def test_batched_lagrange_weights_match_one_inversion_per_point() -> None:
+    rng = random.Random(7)
+    for size in (1, 2, 5, 34):
+        xs = tuple(rng.sample(range(1, 10_000), size))
+        for target in (0, rng.randrange(1, PRIME), xs[0]):
+            expected = []
+            for i, xi in enumerate(xs):
+                num = den = 1
+                for j, xj in enumerate(xs):
+                    if i != j:
+                        num, den = num * (target - xj) % PRIME, den * (xi - xj) % PRIME
+                expected.append(num * pow(den, -1, PRIME) % PRIME)
+            assert _lagrange_at(xs, target) == tuple(expected)
+
+
+def test_shares_lie_on_one_polynomial_of_degree_below_t() -> None:
+    # Large cohort, large threshold (the n = 50 case): every t-subset rebuilds the secret, and each
+    # extra share is checked against the polynomial, so one flipped value anywhere is caught.
+    secret = os.urandom(32)
+    t, xs = 34, list(range(1, 51))
+    shares = split_secret(secret, t, xs)
+    rng = random.Random(3)
+    for _ in range(5):
+        assert reconstruct_secret(rng.sample(shares, rng.randrange(t, 51))) == secret
+    victim = rng.randrange(t, 50)
+    bad = Share(shares[victim].x, (shares[victim].values[0], shares[victim].values[1] ^ 2,
+                                   shares[victim].values[2]), 32, t)  # fmt: skip
+    with pytest.raises(ShareError, match="inconsistent"):
+        reconstruct_secret([*shares[:victim], bad, *shares[victim + 1 :]])

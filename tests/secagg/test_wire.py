@@ -61,3 +61,34 @@ def test_round_over_the_wire_counts_bytes() -> None:
         # The masked vector dominates the upload: 4 bytes per element at k = 32.
         assert 4 * d < result.bytes_uploaded[p] < 4 * d + 4000
     assert result.bytes_uploaded["p5"] < 4 * d  # it dropped before sending its vector
+
+
+@pytest.mark.parametrize("bits", range(1, 63))
+def test_vector_layout_is_the_low_bytes_of_each_little_endian_word(bits: int) -> None:
+    # The packed fast paths must keep the documented layout: ceil(k/8) low bytes per element.
+    width = -(-bits // 8)
+    rng = np.random.default_rng(bits)
+    v = rng.integers(0, 1 << bits, size=257, dtype=np.uint64)
+    reference = v.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
+    data = wire.encode_vector(v, bits)
+    assert data == reference
+    assert np.array_equal(wire.decode_vector(data, bits, 257), v)
+    view = wire.decode_vector_view(data, bits, 257)
+    assert np.array_equal(view.astype(np.uint64) & np.uint64((1 << bits) - 1), v)
+
+
+def test_high_bits_above_k_are_not_sent() -> None:
+    v = np.array([(1 << 40) | 5, (1 << 63) | 7], dtype=np.uint64)
+    assert wire.decode_vector(wire.encode_vector(v, 32), 32, 2).tolist() == [5, 7]
+    assert wire.decode_vector(wire.encode_vector(v, 20), 20, 2).tolist() == [5, 7]
+
+
+def test_vector_view_does_not_copy_native_widths() -> None:
+    data = wire.encode_vector(np.arange(1000, dtype=np.uint64), 32)
+    view = wire.decode_vector_view(data, 32, 1000)
+    assert view.dtype == np.dtype("<u4") and not view.flags.writeable and not view.flags.owndata
+    assert view.tolist() == list(range(1000))
+    unpacked = wire.decode_vector_view(wire.encode_vector(np.arange(10, dtype=np.uint64), 48), 48, 10)
+    assert unpacked.dtype == np.uint64 and unpacked.tolist() == list(range(10))
+    with pytest.raises(ProtocolStateError, match="bytes"):
+        wire.decode_vector_view(data[:-4], 32, 1000)

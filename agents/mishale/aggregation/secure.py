@@ -108,14 +108,17 @@ class _SecureRound(RoundAggregation):
             self.metrics["secagg_advertised"] = float(len(advertisements))
             self.contributors = sorted(advertisements)
             broadcast = server.collect_advertisements(advertisements)
+            # Each partner gets only its own and its neighbours' keys (all of them with the complete graph).
             share_keys = self._stage(
                 s.SHARE_KEYS_MESSAGE_TYPE,
                 {
                     partner: {
                         s.ADVERTISEMENTS: wire.encode_bytes_map(
-                            {q: wire.encode_advertisement(ad) for q, ad in broadcast.items()}
+                            {q: wire.encode_advertisement(ad) for q, ad in server.advertisements_for(partner).items()}
                         ),
-                        s.REGISTRY: wire.encode_bytes_map(self.identity_keys),
+                        s.REGISTRY: wire.encode_bytes_map(
+                            {q: self.identity_keys[q] for q in server.advertisements_for(partner)}
+                        ),
                     }
                     for partner in broadcast
                 },
@@ -128,7 +131,7 @@ class _SecureRound(RoundAggregation):
             )
             bits, length = self.config.modulus_bits, self.config.vector_length
             masked_bytes = {partner: _field(record, s.MASKED) for partner, record in masked_replies.items()}
-            masked = self._decode(masked_replies, "masked input", lambda r: wire.decode_vector(_field(r, s.MASKED), bits, length))
+            masked = self._decode(masked_replies, "masked input", lambda r: wire.decode_vector_view(_field(r, s.MASKED), bits, length))
             for partner in sorted(masked):
                 digest = hashlib.sha256(masked_bytes[partner]).hexdigest()
                 reserved = self.round.cohort[self.nodes[partner]]

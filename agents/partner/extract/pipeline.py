@@ -26,6 +26,7 @@ command goes further and refuses to run (`PartnerConfig.require_agreement_for`),
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import re
@@ -95,8 +96,15 @@ def _line_bounds(text: str) -> Iterator[tuple[int, int]]:
         start += len(line) + 1
 
 
-def _within(span: Span, start: int, end: int) -> bool:
-    return start <= span.start and span.end <= end
+def _by_line(spans: list[Span], bounds: list[tuple[int, int]]) -> dict[int, list[Span]]:
+    """The spans lying wholly within each line, by line number, in their order (one pass, not one per line)."""
+    starts = [start for start, _ in bounds]
+    grouped: dict[int, list[Span]] = {}
+    for span in spans:
+        number = bisect.bisect_right(starts, span.start) - 1
+        if number >= 0 and span.end <= bounds[number][1]:
+            grouped.setdefault(number, []).append(span)
+    return grouped
 
 
 def build_steps(text: str, spans: list[Span], *, skip_first_line: bool = True) -> list[Step]:
@@ -104,12 +112,16 @@ def build_steps(text: str, spans: list[Span], *, skip_first_line: bool = True) -
     actions = [s for s in spans if s.label == "Action"]
     quantities = [s for s in spans if s.quantity is not None]
     action_ranges = [(s.start, s.end) for s in actions]
+    action_starts = [start for start, _ in action_ranges]
     drafts: list[_StepDraft] = []
-    for number, (line_start, line_end) in enumerate(_line_bounds(text)):
+    bounds = list(_line_bounds(text))
+    actions_of_line = _by_line(actions, bounds)
+    quantities_of_line = _by_line(quantities, bounds)
+    for number, (line_start, line_end) in enumerate(bounds):
         if skip_first_line and number == 0:
             continue
-        line_actions = [a for a in actions if _within(a, line_start, line_end)]
-        line_quantities = [q for q in quantities if _within(q, line_start, line_end)]
+        line_actions = actions_of_line.get(number, [])
+        line_quantities = quantities_of_line.get(number, [])
         if not line_actions:
             if line_quantities:
                 drafts.append(_StepDraft(Operation.OTHER, [q.quantity for q in line_quantities],  # type: ignore[misc]
@@ -135,7 +147,7 @@ def build_steps(text: str, spans: list[Span], *, skip_first_line: bool = True) -
     steps = []
     for draft in drafts:
         segment_text = " ".join(text[a:b] for a, b in draft.segments)
-        offset_actions = _relative_ranges(draft.segments, action_ranges)
+        offset_actions = _relative_ranges(draft.segments, action_ranges, action_starts)
         steps.append(
             Step(
                 operation=draft.operation,
@@ -148,13 +160,16 @@ def build_steps(text: str, spans: list[Span], *, skip_first_line: bool = True) -
     return steps
 
 
-def _relative_ranges(segments: list[tuple[int, int]], ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """`ranges` (absolute offsets) re-expressed in the text of the joined segments."""
+def _relative_ranges(
+    segments: list[tuple[int, int]], ranges: list[tuple[int, int]], starts: list[int]
+) -> list[tuple[int, int]]:
+    """`ranges` (absolute offsets, sorted; `starts` their starts) re-expressed in the text of the joined segments."""
     relative = []
     offset = 0
+    # Each segment's ranges are found by bisection, not by scanning all: linear in the text, not quadratic.
     for start, end in segments:
-        for a, b in ranges:
-            if start <= a and b <= end:
+        for a, b in ranges[bisect.bisect_left(starts, start) : bisect.bisect_right(starts, end)]:
+            if b <= end:
                 relative.append((a - start + offset, b - start + offset))
         offset += end - start + 1
     return relative
@@ -208,11 +223,11 @@ def extract_file(path: Path, root: Path, salt: bytes, with_vector: bool = False)
     read = read_one(path, root)
     if isinstance(read, ReadFailure):
         return FileResult(read.source, failure=read.reason)
-    label = read.front_matter.get("sensitivity")
+    label = _front_matter_label(read.front_matter.get("sensitivity"))
     try:
         extracted = extract_spec(read, salt)
     except NoSteps as error:
-        return FileResult(read.source, failure=str(error), front_matter_label=None if label is None else str(label))
+        return FileResult(read.source, failure=str(error), front_matter_label=label)
     return FileResult(
         read.source,
         spec_json=spec_bytes(extracted.spec),
@@ -220,8 +235,20 @@ def extract_file(path: Path, root: Path, salt: bytes, with_vector: bool = False)
         content_hash=extracted.spec.content_hash,
         steps=len(extracted.spec.steps),
         truncated=extracted.truncated,
-        front_matter_label=None if label is None else str(label),
+        front_matter_label=label,
     )
+
+
+def _front_matter_label(value: object) -> str | None:
+    """The `sensitivity:` a protocol gives itself, as text; a list or mapping is no label at all.
+
+    Never `str()` of a YAML structure: aliases let a few lines of front matter stand for a list of
+    a billion items, which would take minutes and gigabytes to print. A non-text value becomes a
+    placeholder that matches no label, so it is treated as `full-ip` and reported.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def _extract_batch(paths: list[Path], root: Path, salt: bytes, with_vector: bool) -> list[FileResult]:

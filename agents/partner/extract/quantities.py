@@ -17,6 +17,7 @@ Span conventions follow the WLP gold (studied on its train split):
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -381,10 +382,16 @@ def find_quantities(text: str) -> list[Mention]:
     """Every quantity mention in `text`, non-overlapping, longest match first, in text order."""
     candidates = sorted(_candidates(text), key=lambda c: (-(c[0].end - c[0].start), -c[1], c[0].start, c[0].label))
     taken: list[Mention] = []
-    occupied: list[tuple[int, int]] = []
+    # The taken spans never overlap, so sorted by start they are sorted by end too: only the last
+    # one starting before a mention ends can overlap it (a bisection, not a scan: hostile input
+    # with a hundred thousand quantities must not take quadratic time).
+    starts: list[int] = []
+    ends: list[int] = []
     for mention, _priority in candidates:
-        if any(mention.start < end and start < mention.end for start, end in occupied):
+        before = bisect.bisect_left(starts, mention.end) - 1
+        if before >= 0 and ends[before] > mention.start:
             continue
         taken.append(mention)
-        occupied.append((mention.start, mention.end))
+        starts.insert(before + 1, mention.start)
+        ends.insert(before + 1, mention.end)
     return sorted(taken, key=lambda m: (m.start, m.end))

@@ -34,6 +34,10 @@ from typing import Any
 import yaml
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_PROTOCOL_CHARS = 100_000
+"""Longest protocol text read (title and steps; 7x the longest WLP protocol). A spec holds at most
+500 steps, and annotating a text takes time that grows with its length, so a bigger text is refused
+rather than left to occupy the extractor for minutes."""
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 JSON_SUFFIXES = frozenset({".json"})
 UNSUPPORTED_SUFFIXES = frozenset({".pdf", ".doc", ".docx", ".odt", ".rtf", ".pages", ".xls", ".xlsx"})
@@ -113,7 +117,7 @@ def _draft_js_text(value: str) -> str | None:
         return None
     try:
         document = json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser's stack: not a Draft.js document
         return None
     if not isinstance(document, dict) or not isinstance(document.get("blocks"), list):
         return None
@@ -152,6 +156,8 @@ def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
                 data = yaml.safe_load("\n".join(lines[1:index])) or {}
             except yaml.YAMLError as error:
                 raise UnreadableProtocol(f"invalid YAML front matter: {error.__class__.__name__}") from None
+            except RecursionError:
+                raise UnreadableProtocol("YAML front matter is nested too deeply") from None
             if not isinstance(data, dict):
                 raise UnreadableProtocol("front matter is not a mapping of keys to values")
             return data, "\n".join(lines[index + 1 :])
@@ -275,11 +281,18 @@ def read_protocol(path: Path, root: Path) -> Protocol:
             data = json.loads(text)
         except ValueError as error:
             raise UnreadableProtocol(f"invalid JSON: {error.args[0] if error.args else error}") from None
+        except RecursionError:
+            raise UnreadableProtocol("JSON is nested too deeply to be a protocol") from None
         front_matter, title, steps = parse_json(data)
     else:
         front_matter, title, steps = parse_text(text, markdown=suffix != ".txt")
     if not steps:
         raise UnreadableProtocol("no steps found (a title line and at least one step line are needed)")
+    length = len(title) + sum(len(step) + 1 for step in steps)
+    if length > MAX_PROTOCOL_CHARS:
+        raise UnreadableProtocol(
+            f"protocol text is too long ({length} characters; the limit is {MAX_PROTOCOL_CHARS}): split it into protocols"
+        )
     return Protocol(source=source, title=title, steps=tuple(steps), front_matter=front_matter)
 
 

@@ -109,6 +109,8 @@ def load_config(path: Path | None, corpus: Path | None = None) -> PartnerConfig:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not a partner config: its TOML is nested too deeply") from None
     try:
         config = PartnerConfig.model_validate(data)
     except ValidationError as error:

@@ -11,6 +11,7 @@ or two machines disagree.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 
@@ -157,6 +158,8 @@ def normalise(
             return None
         numbers = [None if x is None else _convert(x, source, target) for x in numbers]
     value, low, high = (None if x is None else _significant(x * scale) for x in numbers)
+    if any(x is not None and not math.isfinite(x) for x in (value, low, high)):
+        return None  # a number beyond the float range ("1" and 400 zeros) is no quantity, and no crash
     if low is not None and high is not None and low > high:
         low, high = high, low
     return Quantity(kind=kind, unit=UNIT_OF_KIND[kind], value=value, min=low, max=high, approx=approx)
