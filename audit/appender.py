@@ -39,6 +39,7 @@ from mshale_fl.audit.note import NoteSigner
 from mshale_fl.audit.receipts import Receipt
 from mshale_fl.audit.records import record_for_event
 from mshale_fl.audit.stores.base import ObjectExistsError, ObjectStore
+from mshale_fl.crashpoints import crash_point
 
 __all__ = ["AuditAppender", "LogConflictError", "LogIntegrityError"]
 
@@ -196,6 +197,7 @@ class AuditAppender:
             self._bundle_starts.append(start)
             self._add_entries(start, [(event_id, hash_leaf(record)) for event_id, record in chunk])
             start += len(chunk)
+        crash_point("audit.before_checkpoint")
         self._sign_latest()
 
     def _add_entries(self, start: int, entries: list[tuple[uuid.UUID, bytes]]) -> None:

@@ -14,8 +14,16 @@ comparing at the first mismatch and names it:
 
 - `missing`:   a stream event that is not in the log at all;
 - `extra`:     a log entry whose event never appears on the stream (in the replayed range);
-- `reordered`: both are there, in another order;
+- `reordered`: both are there, in another order (further apart than `REORDER_WINDOW`, see below);
 - `changed`:   same event id, different record (the payload hash, or another field, differs).
+
+Order is checked up to what concurrent publishers cause. RabbitMQ keeps the order of messages
+from one channel to one queue, but the stream and the audit queue are two queues: publishes from
+different channels (partners, worker replicas) that race may be enqueued in one order in the
+stream and in another in the audit queue, and so in the log. A stream event whose record is in the
+log at most `REORDER_WINDOW` entries after the expected position therefore matches there (counted
+in `concurrent`); the entry it skipped must still be matched by a later stream event, or it is
+`extra`.
 
 Alignment: a replay of the whole stream must begin at log entry 0. A replay from an offset or a
 time begins at the log position of its first event (events logged before that are not checked);
@@ -39,7 +47,12 @@ from mshale_fl.audit.records import (
 )
 from mshale_fl.audit.stores.base import ObjectStore
 
-__all__ = ["BUDGET_EVENT_TYPES", "LogCursor", "Mismatch", "StreamLogComparison"]
+__all__ = ["BUDGET_EVENT_TYPES", "REORDER_WINDOW", "LogCursor", "Mismatch", "StreamLogComparison"]
+
+REORDER_WINDOW = 1024
+"""How far (in log entries) a stream event may be found after its expected position and still match:
+racing publishes are reordered by a few places (2 measured with 4 partners), a burst released at
+once (after a memory alarm) by up to the publishers' windows of unconfirmed messages."""
 
 BUDGET_EVENT_TYPES = frozenset({"update.masked", "round.started", "round.completed"})
 """Matched events kept for the budget reconciliation (see agents/mishale/audit_replay.py)."""
@@ -149,9 +162,13 @@ class _Suspect:
 class StreamLogComparison:
     """Feed stream events in order with `feed`; call `finish` when the replayed range is done."""
 
-    def __init__(self, cursor: LogCursor, *, from_first_entry: bool) -> None:
+    def __init__(self, cursor: LogCursor, *, from_first_entry: bool, reorder_window: int = REORDER_WINDOW) -> None:
         self.cursor = cursor
         self.from_first_entry = from_first_entry
+        self.reorder_window = reorder_window
+        self.concurrent = 0
+        """Events matched a little after their expected position (concurrent publishes, see the module docstring)."""
+        self._matched_ahead: set[int] = set()
         self.seen: set[bytes] = set()
         self.aligned_at: int | None = None
         self.compared = 0
@@ -162,7 +179,7 @@ class StreamLogComparison:
         self.last_offset: int | None = None
         self.mismatch: Mismatch | None = None
         self.budget_events: list[Any] = []
-        """Matched events of `BUDGET_EVENT_TYPES`, in log order (first occurrences)."""
+        """Matched events of `BUDGET_EVENT_TYPES`, in log order up to concurrent publishes (first occurrences)."""
         self._suspect: _Suspect | None = None
 
     @property
@@ -217,14 +234,31 @@ class StreamLogComparison:
             )  # fmt: skip
             return True
         if entry == expected:
-            self.seen.add(key)
+            self._matched(event)
             self.cursor.advance()
-            self.compared += 1
-            if event.type in BUDGET_EVENT_TYPES:
-                self.budget_events.append(event)
+            while self.cursor.position in self._matched_ahead:
+                self._matched_ahead.discard(self.cursor.position)
+                self.cursor.advance()
+            return True
+        ahead = self.cursor.find(event.event_id) if self.reorder_window else None
+        if (
+            ahead is not None
+            and self.cursor.position < ahead <= self.cursor.position + self.reorder_window
+            and ahead not in self._matched_ahead
+            and self.cursor.record_at(ahead) == expected
+        ):
+            self._matched(event)
+            self._matched_ahead.add(ahead)
+            self.concurrent += 1
             return True
         self._classify(offset, event, expected, entry)
         return True
+
+    def _matched(self, event: Any) -> None:
+        self.seen.add(event.event_id.bytes)
+        self.compared += 1
+        if event.type in BUDGET_EVENT_TYPES:
+            self.budget_events.append(event)
 
     def finish(self, log_size: int) -> Mismatch | None:
         """End of the replayed range; `log_size` is how far the log must be covered. The first mismatch."""

@@ -50,6 +50,7 @@ from mshale_fl.broker.inbox import InboxProcessor, SqlHandler
 from mshale_fl.broker.publisher import PERSISTENT, Publisher
 from mshale_fl.broker.topology import DEAD_LETTER_EXCHANGE, Role, declare_configured_topology, get_role
 from mshale_fl.config import Settings, get_settings
+from mshale_fl.crashpoints import crash_point
 from mshale_fl.logging import get_logger
 from mshale_fl.schemas.events import EventEnvelope, parse_event
 
@@ -264,6 +265,7 @@ class ConsumerRuntime:
         finally:
             _current_delivery.reset(token)
 
+        crash_point("consumer.after_process")
         if outputs:
             try:
                 await self._publish_outputs(outputs)
@@ -272,6 +274,7 @@ class ConsumerRuntime:
                 log.warning("consumer.outputs_unpublished", event_id=str(event.event_id), error=str(error))
                 await self._settle(message, requeue=True)
                 return
+        crash_point("consumer.before_ack")
         self._ack(message)
 
     def _delivery(self, message: AbstractIncomingMessage) -> Delivery:

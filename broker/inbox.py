@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from mshale_fl.crashpoints import crash_point
 from mshale_fl.logging import get_logger
 from mshale_fl.schemas.events import EventEnvelope, parse_event
 from mshale_fl.store.inbox import SqlInbox
@@ -183,6 +184,7 @@ class InboxProcessor:
                 results.append((True, outputs))
             if rows:
                 connection.execute(_RECORD, rows)
+                crash_point("inbox.before_commit")
         return results
 
     def _apply_alone(self, event: EventEnvelope[Any], context: contextvars.Context) -> Outcome:

@@ -1,7 +1,8 @@
 """`mshale-fl audit replay`: the auditor's check that the bus, the log and the ledger tell one story.
 
 1. Replay `mshale.events.log` from `--from` and compare it with the transparency log
-   (`audit.replay_check`): every event present once, in the same order, with the same record
+   (`audit.replay_check`): every event present once, in the same order (up to the reordering
+   racing publishers cause between two queues, `REORDER_WINDOW`), with the same record
    (payload hash included). `audit.checkpoint` events and repeated publishes of one event id are
    left out, as the audit worker leaves them out.
 2. If that holds and the replay covered the log from its first entry, reconcile privacy budgets:
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
-from mshale_fl.audit.replay_check import LogCursor, Mismatch, StreamLogComparison
+from mshale_fl.audit.replay_check import REORDER_WINDOW, LogCursor, Mismatch, StreamLogComparison
 from mshale_fl.audit.stores.base import ObjectStore
 from mshale_fl.broker.replay import StartFrom, StreamRecord, replay_records
 from mshale_fl.schemas.events import EventEnvelope
@@ -217,6 +218,8 @@ class ReplayReport:
     mismatch: Mismatch | None
     budgets: BudgetReport | None = None
     budgets_skipped: str | None = None
+    concurrent: int = 0
+    """Events logged a few places from their stream position (racing publishers; see audit/replay_check.py)."""
 
     @property
     def ok(self) -> bool:
@@ -241,6 +244,7 @@ class ReplayReport:
             "log_size": self.log_size,
             "aligned_at": self.aligned_at,
             "compared": self.compared,
+            "concurrent": self.concurrent,
             "skipped": {
                 "duplicates": self.duplicates,
                 "checkpoints": self.checkpoints,
@@ -267,6 +271,7 @@ class ReplayReport:
             lines.append(
                 f"  not logged by design: {self.checkpoints} audit.checkpoint, {self.duplicates} repeated publishes"
                 + (f", {self.unrecordable} unrecordable" if self.unrecordable else "")
+                + (f"; {self.concurrent} logged a few places from their stream position (racing publishers)" if self.concurrent else "")
                 + (f"; {self.invalid} stream records that are not valid events" if self.invalid else "")
             )
         lines.append("log: " + (f"MISMATCH - {self.mismatch.summary()}" if self.mismatch else "every event once, in order, same record"))
@@ -293,11 +298,12 @@ async def compare_stream_with_log(
     *,
     grace: float = 5.0,
     idle_timeout: float = 2.0,
+    reorder_window: int = REORDER_WINDOW,
 ) -> tuple[StreamLogComparison, int, int]:
     """Replay the stream from `start` against the log in `store`: (comparison, log size, invalid records)."""
     loop = asyncio.get_running_loop()
     cursor = LogCursor(store)
-    comparison = StreamLogComparison(cursor, from_first_entry=False)
+    comparison = StreamLogComparison(cursor, from_first_entry=False, reorder_window=reorder_window)
     invalid = 0
     last_offset: int | None = None
     deadline: float | None = None
@@ -360,10 +366,11 @@ async def replay_audit(
     ledger: Engine | None = None,
     grace: float = 5.0,
     idle_timeout: float = 2.0,
+    reorder_window: int = REORDER_WINDOW,
 ) -> ReplayReport:
     """The whole check: stream against log, then (with `ledger`) budgets against the ledger."""
     comparison, log_size, invalid = await compare_stream_with_log(
-        connection, store, start, grace=grace, idle_timeout=idle_timeout
+        connection, store, start, grace=grace, idle_timeout=idle_timeout, reorder_window=reorder_window
     )
     report = ReplayReport(
         start=start.isoformat() if hasattr(start, "isoformat") else str(start),
@@ -377,6 +384,7 @@ async def replay_audit(
         unrecordable=comparison.unrecordable,
         invalid=invalid,
         mismatch=comparison.mismatch,
+        concurrent=comparison.concurrent,
     )
     if ledger is None:
         report.budgets_skipped = "no ledger given"

@@ -117,6 +117,7 @@ class PartnerTrainer:
         self._data: Any = None
         self._secagg: SecAggParticipant | None = None
         self._lock = threading.Lock()
+        self._training = threading.Lock()
 
     @property
     def secagg(self) -> SecAggParticipant:
@@ -218,6 +219,13 @@ class PartnerTrainer:
     # -- train ---------------------------------------------------------------------------------
 
     def train(self, message: Message) -> Message:
+        # One delivery at a time: a `train` delivered again while its first delivery still trains
+        # (the connection was lost mid-training, so the broker returned the instruction) waits, then
+        # is answered from the reply cache instead of training the same round a second time.
+        with self._training:
+            return self._train(message)
+
+    def _train(self, message: Message) -> Message:
         from mshale_fl.training.local import LocalTrainingConfig, train_locally
         from mshale_fl.training.model import Mshale1
 

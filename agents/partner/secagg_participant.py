@@ -8,7 +8,10 @@ dropped from memory as soon as it has been masked.
 
 A repeated `train` for the same round (the server restarted) replaces the session: the old one's keys
 are forgotten, so no later message can make it reveal anything, and the new one masks the same
-cached update under new keys (releasing the same update twice costs no extra privacy).
+cached update under new keys (releasing the same update twice costs no extra privacy). A `train`
+delivered again within the same attempt (same round id: the connection was lost and the broker
+returned the instruction) gets the same keys again: the server keeps the first reply it received,
+and a session re-keyed behind its back could not take part in the round.
 
 Identity: the partner's long-term Ed25519 key (secagg/identity.py) signs its round keys; the peers'
 identity keys that the server forwards are checked against the ones pinned on first sight.
@@ -51,6 +54,7 @@ class _Session:
     client: SecAggClient
     registry: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     vector: np.ndarray | None = None
+    advertisement: ConfigRecord | None = None
 
 
 class SecAggParticipant:
@@ -71,10 +75,15 @@ class SecAggParticipant:
             vector = quantize_update(update, num_examples, quantization)
         except (s.SecAggConfigError, ValueError) as error:
             raise SecureAggregationRefused(f"secure aggregation refused: {error}") from None
+        with self._lock:
+            existing = self._sessions.get(config.round_id)
+        if existing is not None and existing.round_key == round_key and existing.advertisement is not None:
+            return ConfigRecord(dict(existing.advertisement))  # the same attempt, delivered again: the same keys
         # The registry is filled at the share-keys stage, when the server sends the peers' identity keys.
         registry: dict[str, Ed25519PublicKey] = {}
         session = _Session(round_key, config, SecAggClient(self.partner_id, self.identity, config, registry), registry, vector)
         advertisement = session.client.advertise_keys()
+        session.advertisement = ConfigRecord({s.ROUND_ID: config.round_id, s.ADVERTISEMENT: wire.encode_advertisement(advertisement)})
         with self._lock:
             for old_id in [i for i, old in self._sessions.items() if old.round_key == round_key]:
                 del self._sessions[old_id]
@@ -89,7 +98,7 @@ class SecAggParticipant:
             threshold=config.threshold,
             neighbours=config.neighbours,
         )
-        return ConfigRecord({s.ROUND_ID: config.round_id, s.ADVERTISEMENT: wire.encode_advertisement(advertisement)})
+        return session.advertisement
 
     # -- stages 2-5 ------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from mshale_fl.broker import Publisher, UnroutableError, connect
 from mshale_fl.broker.errors import BrokerError
+from mshale_fl.crashpoints import crash_point
 from mshale_fl.federation import wire
 from mshale_fl.federation.nodes import node_id_for
 from mshale_fl.logging import get_logger
@@ -230,6 +231,7 @@ class PartnerNode:
         if not metadata.message_id:  # the wire carries it; a Message without one cannot be answered
             metadata.__dict__["_message_id"] = delivery.message_id or ""
         log.info("node.instruction", message_type=metadata.message_type, group_id=metadata.group_id)
+        crash_point(f"node.{metadata.message_type}")
         reply = await _in_thread(self._call_app, message)
         reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
         assert self._publisher is not None
