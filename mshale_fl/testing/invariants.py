@@ -22,7 +22,7 @@ accountants — and reports four things, each a list of problems that must be em
   partner's own accountant charged is missing from the ledger (the ledger may charge a partner
   that died before training — conservative — but never undercharge one that trained).
 
-It never modifies anything: dead-lettered messages are looked at and put back.
+It changes nothing: dead-lettered messages are looked at and put back.
 """
 
 from __future__ import annotations
@@ -222,7 +222,10 @@ def _check_lost(
 
 
 async def _parked(connection: Any, queue: str, limit: int = 20) -> list[str]:
-    """Message id and reason of what waits in `queue` (looked at, then put back)."""
+    """Message id and reason of what waits in `queue` (looked at, then put back).
+
+    Putting back counts as a delivery on a quorum queue: look once per check, not in a loop.
+    """
     channel = await connection.channel(publisher_confirms=False)
     try:
         declared = await channel.declare_queue(queue, passive=True)
