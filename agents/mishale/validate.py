@@ -309,7 +309,9 @@ def read_invalid_submission(body: bytes, routing_key: str, error: ValueError) ->
     if not isinstance(data, dict) or (event_id := _uuid(data.get("event_id"))) is None:
         return None
     routed_type = routing_key.split(".", 1)[1] if "." in routing_key else ""
-    claimed_type = data.get("type") if data.get("type") in SUBMISSION_TYPES else routed_type
+    claimed = data.get("type")
+    # `in` on a set hashes its operand: a list or object as "type" must not raise here.
+    claimed_type = claimed if isinstance(claimed, str) and claimed in SUBMISSION_TYPES else routed_type
     kind = SUBMISSION_TYPES[claimed_type][2] if claimed_type in SUBMISSION_TYPES else "unknown"
     claimed_partner = data.get("partner_id") if isinstance(data.get("partner_id"), str) else None
     return InvalidSubmission(

@@ -133,3 +133,15 @@ def test_the_invalid_submission_hook_never_raises(body: bytes) -> None:
         return
     except ValueError as error:
         read_invalid_submission(body, f"{PARTNER}.spec.submitted", error)
+
+
+def test_a_type_that_is_a_list_or_object_is_answered_not_raised() -> None:
+    """Found by the fuzzer in CI: `"type": [[1]]` made the rejection hook raise TypeError (unhashable)."""
+    from mshale_fl.agents.mishale.validate import read_invalid_submission
+
+    for claimed in ([[1]], {"a": 1}):
+        body = json.dumps(
+            {"event_id": "e3e70682-c209-4cac-629f-6fbed82c07cd", "type": claimed, "schema_version": 1, "payload": {}}
+        ).encode()
+        answer = read_invalid_submission(body, "lab-1.spec.submitted", ValueError("invalid"))
+        assert answer is not None and answer.kind == "spec"  # the routing key names the type
