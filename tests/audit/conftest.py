@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from mshale_fl.audit.note import NoteSigner
 from mshale_fl.audit.stores.s3 import S3Store
+
+from mshale_fl.testing.moto import MotoServerError, running_moto_server
 
 from .audit_support import ORIGIN, S3_CREDENTIALS, S3_REGION, MemoryStore, make_event
 
@@ -40,43 +37,14 @@ def memory_store() -> MemoryStore:
 # -- a real S3 API over HTTP ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """`moto_server` on a free loopback port for the whole session; stopped (only it) afterwards."""
-    executable = Path(sys.executable).with_name("moto_server")
-    if not executable.exists():
-        pytest.fail(f"moto_server is not installed beside {sys.executable}")
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.1)
     try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        with running_moto_server() as endpoint:
+            yield endpoint
+    except MotoServerError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture
